@@ -1,0 +1,72 @@
+"""Build actions, models, samplers and observables from a resolved config through the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .action import Action
+from .lattice import Lattice
+from .model import GenerativeModel
+from .observable import Observable
+from .registry import Registry, get_registry
+from .sampler import Sampler
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _registry(registry: Registry | None) -> Registry:
+    return registry if registry is not None else get_registry()
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator on ``device`` seeded with ``seed``: every random draw of a run uses it."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g
+
+
+def build_action(section: Mapping[str, Any], registry: Registry | None = None) -> Action:
+    """Action from a resolved [action] section (name, lattice, params)."""
+    reg = _registry(registry)
+    params = {k: v for k, v in section.items() if k not in ("name", "lattice")}
+    return reg.get("action", section["name"]).build(Lattice(section["lattice"]), params=params, where="action")
+
+
+def build_model(section: Mapping[str, Any], action: Action, registry: Registry | None = None) -> GenerativeModel:
+    """Generative model from a resolved [model] section, built for ``action``."""
+    reg = _registry(registry)
+    return reg.get("model", section["name"]).build(action, params=section, where="model")
+
+
+def build_sampler(
+    section: Mapping[str, Any],
+    action: Action,
+    *,
+    run: Mapping[str, Any],
+    generator: torch.Generator,
+    model: GenerativeModel | None = None,
+    registry: Registry | None = None,
+) -> Sampler:
+    """Sampler from a resolved [sampler] section; ``run`` gives device and dtype."""
+    reg = _registry(registry)
+    return reg.get("sampler", section["name"]).build(
+        action,
+        params=section,
+        where="sampler",
+        device=run["device"],
+        dtype=DTYPES[run["dtype"]],
+        generator=generator,
+        model=model,
+    )
+
+
+def build_observables(
+    lattice: Lattice, names: Sequence[str] | None = None, registry: Registry | None = None
+) -> dict[str, Observable]:
+    """The named observables (default: every registered one) for ``lattice``."""
+    reg = _registry(registry)
+    names = list(names) if names is not None else reg.names("observable")
+    return {n: reg.get("observable", n).build(lattice, where=f"observable {n}") for n in names}

@@ -1,0 +1,3 @@
+"""Command-line interface (placeholder, filled in by the CLI work)."""
+def main():
+    pass

@@ -1,0 +1,1 @@
+"""lattgen built-in plugin: observables."""
