@@ -47,5 +47,10 @@ class Action(abc.ABC):
         return {}
 
     def exact(self) -> dict[str, Any] | None:
-        """Exact results where known (e.g. the free field): None for interacting theories."""
+        """Exact results where known (e.g. the free field): None for interacting theories.
+
+        Keys (all optional but named so): ``"propagator"`` G~(p) as a float64 tensor of shape
+        ``lattice.shape`` in FFT ordering, ``"susceptibility"`` (float), ``"correlation_length"``
+        (second-moment xi, float), ``"ising_energy"`` (float).
+        """
         return None

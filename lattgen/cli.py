@@ -1,3 +1,194 @@
-"""Command-line interface (placeholder, filled in by the CLI work)."""
-def main():
-    pass
+"""Command-line interface: ``lattgen list | sample | train | compare | scale``.
+
+Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
+of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from .errors import LattgenError, RunDirError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class LattgenGroup(click.Group):
+    """A click group that turns LattgenErrors into one clear line and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LattgenError as exc:
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/yellow]: finished work was kept")
+            ctx.exit(130)
+
+
+@click.group(cls=LattgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lattgen")
+def cli() -> None:
+    """lattgen: generative models and classical samplers for lattice field theories."""
+
+
+def default_out(kind: str) -> Path:
+    return Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_out(out: Path | None, kind: str) -> Path:
+    out = Path(out) if out is not None else default_out(kind)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_config_with_overrides(config_path: str | None, overrides: tuple[str, ...]) -> dict[str, Any]:
+    from .config import apply_overrides, load_toml
+
+    raw = load_toml(config_path) if config_path is not None else {}
+    return apply_overrides(raw, overrides)
+
+
+class Progress:
+    """A rich progress bar as a ``progress(done, total)`` callback."""
+
+    def __init__(self, description: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
+        from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=err_console, transient=False,
+        )
+        self._task = self._bar.add_task(description, total=None, info="")
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
+
+    def __call__(self, done: int, total: int | None, metrics: Mapping[str, Any] | None = None) -> None:
+        info = ""
+        if metrics:
+            info = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+        self._bar.update(self._task, completed=done, total=total, info=info)
+
+
+# -- list -------------------------------------------------------------------------------------
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--markdown", is_flag=True, help="configuration reference in Markdown")
+@click.option("--kind", type=click.Choice(["action", "model", "layer", "sampler", "observable"]),
+              multiple=True, help="only these kinds (repeatable)")
+def list_cmd(as_json: bool, markdown: bool, kind: tuple[str, ...]) -> None:
+    """Every registered action, model, layer, sampler and observable, with parameters."""
+    from .listing import listing_dict, listing_markdown, print_listing
+    from .registry import get_registry
+
+    reg = get_registry()
+    kinds = list(kind) or None
+    if as_json:
+        click.echo(json.dumps(listing_dict(reg, kinds), indent=2))
+    elif markdown:
+        click.echo(listing_markdown(reg, kinds))
+    else:
+        print_listing(reg, kinds, console)
+
+
+# -- sample -----------------------------------------------------------------------------------
+@cli.command("sample")
+@click.argument("target", type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> None:
+    """Sample TARGET: a CONFIG.toml, or a trained RUN_DIR (its model proposes, sampler imh)."""
+    from .config import resolve_config, write_toml
+    from .registry import get_registry
+    from .report import print_sample_report, write_json
+    from .sample import run_sampling
+
+    reg = get_registry()
+    path = Path(target)
+    model = None
+    if path.is_dir():
+        from .config import apply_overrides
+        from .rundir import load_trained
+
+        base, action, model = load_trained(path, reg)
+        base = {k: v for k, v in base.items() if k != "train"}
+        base.setdefault("sampler", {})
+        if "sampler" not in base or base["sampler"].get("name") in (None, "hmc"):
+            base["sampler"] = {"name": "imh"}
+        raw = apply_overrides(base, overrides)
+    elif path.is_file():
+        raw = load_config_with_overrides(str(path), overrides)
+    else:
+        raise RunDirError(f"{target!r} is neither a config file nor a run directory")
+    config = resolve_config(raw, reg)
+    if model is None and "model" in config:
+        raise RunDirError(
+            f"{target}: a [model] section needs a trained model; run `lattgen train {target} "
+            "--out RUN_DIR` first, then `lattgen sample RUN_DIR`"
+        )
+    out = prepare_out(out, "sample")
+    write_toml(config, out / "config.toml")
+    with Progress(f"sampling ({config['sampler']['name']})") as bar:
+        results, _ = run_sampling(config, model=model, registry=reg, progress=bar)
+    write_json(results, out / "results.json")
+    print_sample_report(results, console)
+    console.print(f"wrote {out / 'results.json'}")
+
+
+# -- train ------------------------------------------------------------------------------------
+@cli.command("train")
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (resumes if it holds a checkpoint)")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="initialise the model from a trained RUN_DIR (e.g. at a smaller L)")
+def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, init_from: Path | None) -> None:
+    """Train the [model] of CONFIG.toml on its [action] by reverse KL."""
+    from .config import resolve_config
+    from .registry import get_registry
+    from .rundir import train_run
+
+    reg = get_registry()
+    config = resolve_config(load_config_with_overrides(config_path, overrides), reg,
+                            require=("action", "model"))
+    out = prepare_out(out, "train")
+    with Progress(f"training ({config['model']['name']})") as bar:
+        result = train_run(config, out, registry=reg, progress=bar, init_from=init_from)
+    console.print(result.summary() if hasattr(result, "summary") else str(result))
+    console.print(f"run directory: {out}")
+
+
+def main() -> None:
+    """Entry point of the ``lattgen`` script (plugins may add sub-commands)."""
+    import warnings
+
+    from .registry import PluginWarning, get_registry
+
+    warnings.simplefilter("default", PluginWarning)
+    try:
+        get_registry().add_commands(cli)
+    except LattgenError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+    cli.main(prog_name="lattgen")

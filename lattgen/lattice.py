@@ -18,6 +18,8 @@ class Lattice:
 
     def __init__(self, shape: Sequence[int]):
         try:
+            if isinstance(shape, (str, bytes)) or any(isinstance(s, bool) for s in shape):
+                raise TypeError
             shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError):
             raise LatticeError(f"lattice shape must be a list of integers, got {shape!r}") from None

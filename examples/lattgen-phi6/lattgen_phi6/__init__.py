@@ -1,0 +1,1 @@
+"""Example third-party lattgen plugin: the phi^6 action."""
