@@ -38,7 +38,13 @@ class Action(abc.ABC):
         return g
 
     def local_action(self, phi: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """Optional: per-site action density used by local (checkerboard) updates. None if absent."""
+        """Optional, for local (checkerboard) updates: the terms of S that contain phi_x, per site.
+
+        Shape of phi; the value at each site x of ``mask`` (one checkerboard colour, bool) is the
+        sum of all terms of S depending on phi_x, 0 elsewhere. Sites of one colour must not share
+        a term, so that changing all of them changes S by the sum of per-site differences (the
+        ``metropolis`` sampler relies on this). None if the action has no such local form.
+        """
         return None
 
     @property

@@ -179,6 +179,76 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, in
     console.print(f"run directory: {out}")
 
 
+# -- compare ----------------------------------------------------------------------------------
+@cli.command("compare")
+@click.argument("config_path", metavar="[CONFIG.toml]", required=False, type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable), e.g. compare.train_time_s=30")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="output directory (rerun with the same --out resumes, skipping finished entries)")
+def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None) -> None:
+    """Compare model families and classical samplers on one action, on equal terms.
+
+    Without CONFIG.toml: phi^4, L = 8, beta = 0.577, lam = 0.5, every built-in model with imh,
+    plus hmc and metropolis.
+    """
+    from .harness import resolve_compare, run_compare
+    from .registry import get_registry
+    from .report import compare_tables
+
+    reg = get_registry()
+    resolved = resolve_compare(load_config_with_overrides(config_path, overrides), reg)
+    out = prepare_out(out, "compare")
+    console.print(f"comparing {len(resolved['entries'])} entries: "
+                  + ", ".join(e["label"] for e in resolved["entries"]) + f"  ->  {out}")
+    with EntryProgress() as bar:
+        summary = run_compare(resolved, out, progress=bar)
+    for table in compare_tables(summary):
+        console.print(table)
+    console.print(f"wrote {out / 'results.json'} and plots in {out}")
+
+
+# -- scale ------------------------------------------------------------------------------------
+@cli.command("scale")
+@click.argument("config_path", metavar="[CONFIG.toml]", required=False, type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory (resumable)")
+def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None) -> None:
+    """tau_int against xi along xi = L/4, and the dynamic exponent z of every entry."""
+    from .registry import get_registry
+    from .scaling import resolve_scale, run_scale
+
+    reg = get_registry()
+    resolved = resolve_scale(load_config_with_overrides(config_path, overrides), reg)
+    out = prepare_out(out, "scale")
+    with EntryProgress() as bar:
+        result = run_scale(resolved, out, progress=bar)
+    from rich.table import Table
+
+    table = Table(title="dynamic exponent: tau_int(chi) = c xi^z")
+    for col in ("entry", "z", "chi^2/dof", "points"):
+        table.add_column(col)
+    for label, fit in result["fits"].items():
+        table.add_row(label, f"{fit['z']:.2f} +- {fit['z_error']:.2f}", f"{fit['chi2_dof']:.2f}", str(fit["n_points"]))
+    console.print(table)
+    console.print(f"wrote {out / 'results.json'} and {out / 'scale.png'}")
+
+
+class EntryProgress(Progress):
+    """One progress line per compare entry and phase (train / sample)."""
+
+    def __init__(self):
+        super().__init__("compare")
+        self._tasks: dict[tuple[str, str], int] = {}
+
+    def __call__(self, label: str, phase: str, done: int, total: int | None, metrics=None) -> None:
+        key = (label, phase)
+        if key not in self._tasks:
+            self._tasks[key] = self._bar.add_task(f"{label}: {phase}", total=total, info="")
+        self._bar.update(self._tasks[key], completed=done, total=total)
+
+
 def main() -> None:
     """Entry point of the ``lattgen`` script (plugins may add sub-commands)."""
     import warnings

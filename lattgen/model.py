@@ -83,6 +83,10 @@ class GenerativeModel(nn.Module, abc.ABC):
     def log_prob(self, phi: torch.Tensor) -> torch.Tensor:
         """log q(phi), shape (batch,)."""
 
+    def data_loss(self, phi: torch.Tensor) -> torch.Tensor:
+        """Loss on training configurations (forward KL: -mean log q); a VAE returns -ELBO."""
+        return -self.log_prob(phi).mean()
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():

@@ -43,11 +43,11 @@ def observables_table(results: Mapping[str, Any], title: str = "") -> Table:
     table.add_column("value", justify="right")
     table.add_column("tau_int", justify="right")
     table.add_column("N_eff", justify="right")
+    vectors = []
     for name, entry in results.get("observables", {}).items():
         value = _scalar(entry, "value")
-        if value is None:  # vector observable: summarised, full data in results.json
-            n = len(entry.get("value", []))
-            table.add_row(name, f"[dim]{n} values ({entry.get('index', 'index')}), see results.json[/dim]", "", "")
+        if value is None:  # vector observable: full data in results.json
+            vectors.append(f"{name}({entry.get('index', '')})")
             continue
         tau, dtau = _scalar(entry, "tau_int"), _scalar(entry, "tau_int_error")
         n_eff = _scalar(entry, "n_eff")
@@ -57,6 +57,8 @@ def observables_table(results: Mapping[str, Any], title: str = "") -> Table:
             format_value_error(tau, dtau or 0.0) if tau is not None else "",
             f"{n_eff:.0f}" if n_eff is not None and math.isfinite(n_eff) else "",
         )
+    if vectors:
+        table.caption = "in results.json: " + ", ".join(vectors)
     return table
 
 
@@ -101,3 +103,54 @@ def write_json(data: Any, path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
     tmp.replace(path)
+
+
+def _fmt(v, spec=".3g") -> str:
+    return format(v, spec) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
+    """The `lattgen compare` report: a cost table and an observables table with pulls."""
+    perf = Table(title="cost and autocorrelation (same action, budget and analysis for all)")
+    for col in ("entry", "model / sampler", "train s", "acceptance", "tau_int |m|", "tau_int m^2",
+                "ESS(chi)/s", "time to target s"):
+        perf.add_column(col, justify="left" if col in ("entry", "model / sampler") else "right")
+    for e in summary["entries"]:
+        p = e["performance"]
+        what = (e["model"]["name"] + " + " if e.get("model") else "") + e["sampler"]["name"]
+        perf.add_row(
+            e["label"], what, _fmt(p.get("train_time_s"), ".0f"), _fmt(e.get("acceptance"), ".3f"),
+            format_value_error(p["tau_int_abs_magnetisation"], p.get("tau_int_abs_magnetisation_error") or 0)
+            if p.get("tau_int_abs_magnetisation") is not None else "-",
+            format_value_error(p["tau_int_susceptibility"], p.get("tau_int_susceptibility_error") or 0)
+            if p.get("tau_int_susceptibility") is not None else "-",
+            _fmt(p.get("ess_per_s"), ".0f"), _fmt(p.get("time_to_target_s"), ".0f"),
+        )
+    names: list[str] = []
+    for e in summary["entries"]:
+        for name, o in e["observables"].items():
+            if isinstance(o.get("value"), (int, float)) and name not in names:
+                names.append(name)
+    sigma = summary["compare"]["sigma"]
+    obs = Table(title=f"observables (pull vs the other entries' pooled estimate; ! beyond {sigma:g} sigma)")
+    obs.add_column("entry")
+    for n in names:
+        obs.add_column(n, justify="right")
+    obs.add_column("consistent")
+    for e in summary["entries"]:
+        pulls = e.get("consistency", {}).get("pulls", {})
+        cells = []
+        for n in names:
+            o = e["observables"].get(n, {})
+            if not isinstance(o.get("value"), (int, float)):
+                cells.append("-")
+                continue
+            cell = format_value_error(o["value"], o.get("error") or 0)
+            pull = pulls.get(n)
+            if pull is not None:
+                flag = abs(pull) > sigma
+                cell += f" [{'bold red' if flag else 'dim'}]{pull:+.1f}{'!' if flag else ''}[/]"
+            cells.append(cell)
+        ok = e.get("consistency", {}).get("consistent", True)
+        obs.add_row(e["label"], *cells, "[green]yes[/]" if ok else "[bold red]NO[/]")
+    return [perf, obs]

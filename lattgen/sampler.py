@@ -68,6 +68,10 @@ class Sampler(abc.ABC):
         """Sampler settings and tuned values for results.json (e.g. the HMC step size)."""
         return {}
 
+    def extras(self) -> dict[str, np.ndarray]:
+        """Per-step arrays worth keeping beside the chain (e.g. IMH log-weights), for plots."""
+        return {}
+
 
 @dataclass
 class Chain:
@@ -81,6 +85,8 @@ class Chain:
     wall_time_s: float
     therm_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: per-step arrays from ``Sampler.extras`` (e.g. "log_weights"), not written to results.json
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -151,6 +157,7 @@ def run_chain(
         wall_time_s=t2 - t1,
         therm_time_s=t1 - t0,
         info=sampler.info(),
+        extras=sampler.extras(),
     )
 
 

@@ -1,1 +1,167 @@
-"""Hook implementations of the flows plugin."""
+"""Hook implementations of the flows plugin: flow layers and the models affine, spline, equivariant, gaussian.
+
+Every factory imports its implementation lazily (no import-time work, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from lattgen import Param, hookimpl
+
+ACTIVATION_CHOICES = ("tanh", "leaky_relu", "silu", "gelu")
+
+# -- shared parameter declarations ---------------------------------------------------------------
+PARITY = Param("parity", "int", 0, "checkerboard colour the layer updates (sum_mu x_mu mod 2)", choices=(0, 1))
+KERNEL = Param("kernel_size", "int", 3, "odd convolution kernel size (conv networks)", min=1)
+ACTIVATION = Param("activation", "str", "tanh", "hidden activation (tanh keeps extreme inputs finite)",
+                   choices=ACTIVATION_CHOICES)
+NETWORK = Param("network", "str", "conv", "conditioner: conv (fully convolutional, any L) or dense (one L)",
+                choices=("conv", "dense"))
+BINS = Param("bins", "int", 8, "number of spline bins K", min=2)
+TAIL = Param("tail_bound", "float", 4.0, "spline interval [-B, B]; identity outside", min=0, min_exclusive=True)
+SPECTRUM = Param("spectrum", "str", "kinetic",
+                 "free-field spectrum: kinetic 1/(a p_hat^2 + b) (any L) or momentum (one log G~(p) per p)",
+                 choices=("kinetic", "momentum"))
+LAYERS = Param("layers", "any", None,
+               "layer stack replacing the generated one: list of tables {name = <layer>, repeat = n, <params>}",
+               nullable=True)
+
+
+def hidden(default):
+    return Param("hidden", "list[int]", list(default), "hidden channels of the conditioner networks", min=1)
+
+
+def n_layers(default):
+    return Param("n_layers", "int", default, "number of coupling layers (alternating colours)", min=0)
+
+
+def free_field(default):
+    return Param("free_field", "bool", default,
+                 "start with the free-field FFT layer (exact propagator, else a kinetic guess; learnable)")
+
+
+COUPLING_PARAMS = (PARITY, hidden((16, 16)), KERNEL, ACTIVATION, NETWORK)
+SPLINE_PARAMS = (*COUPLING_PARAMS, BINS, TAIL)
+
+
+# -- layer factories -----------------------------------------------------------------------------
+def make_affine_coupling(lattice, **params):
+    """Checkerboard affine coupling y' = y e^s(x) + t(x) with a conv (or dense) conditioner."""
+    from .affine import make_affine_coupling as make
+
+    return make(lattice, **params)
+
+
+def make_z2_affine_coupling(lattice, **params):
+    """Z2-equivariant affine coupling: even s(x) = (n(x)+n(-x))/2, odd t(x) = (m(x)-m(-x))/2."""
+    from .affine import make_affine_coupling as make
+
+    return make(lattice, **params, z2=True)
+
+
+def make_spline_coupling(lattice, **params):
+    """Checkerboard rational-quadratic spline coupling, identity tails (arXiv 1906.04032)."""
+    from .spline import make_spline_coupling as make
+
+    return make(lattice, **params)
+
+
+def make_z2_spline_coupling(lattice, **params):
+    """Z2-equivariant spline coupling y' = e^s f(y) + t: odd spline f, even s, odd t."""
+    from .spline import make_spline_coupling as make
+
+    return make(lattice, **params, z2=True)
+
+
+def make_pointwise_spline(lattice, **params):
+    """One learnable odd RQ spline applied to every site (no conditioner; any L)."""
+    from .spline import PointwiseOddSpline
+
+    return PointwiseOddSpline(lattice, **params)
+
+
+def make_free_field(lattice, spectrum, learnable, a, b, from_action):
+    """Gaussian free-field layer phi = C^{1/2} z by FFT, log-det (1/2) sum_p log G~(p)."""
+    from .free_field import FreeFieldLayer
+
+    layer = FreeFieldLayer(lattice, spectrum, learnable, a=a, b=b)
+    layer.from_action = from_action
+    return layer
+
+
+def make_rescale(lattice, **params):
+    """Global rescaling phi = e^c z with one learnable number c."""
+    from .free_field import GlobalRescale
+
+    return GlobalRescale(lattice, **params)
+
+
+@hookimpl
+def lattgen_register_layers(register):
+    register("affine_coupling", make_affine_coupling, params=COUPLING_PARAMS)
+    register("z2_affine_coupling", make_z2_affine_coupling, params=COUPLING_PARAMS)
+    register("spline_coupling", make_spline_coupling, params=SPLINE_PARAMS)
+    register("z2_spline_coupling", make_z2_spline_coupling, params=SPLINE_PARAMS)
+    register("pointwise_spline", make_pointwise_spline, params=(BINS, TAIL))
+    register("free_field", make_free_field, params=(
+        SPECTRUM,
+        Param("learnable", "bool", True, "train G~(p) (false: frozen)"),
+        Param("a", "float", 1.0, "initial a of 1/G~(p) = a p_hat^2 + b", min=0, min_exclusive=True),
+        Param("b", "float", 1.0, "initial b of 1/G~(p) = a p_hat^2 + b", min=0, min_exclusive=True),
+        Param("from_action", "bool", True,
+              "inside a model: start from the action's propagator (or kinetic guess) instead of a, b"),
+    ))
+    register("rescale", make_rescale, params=(
+        Param("scale", "float", 1.0, "initial factor e^c", min=0, min_exclusive=True),
+        Param("learnable", "bool", True, "train the factor"),
+    ))
+
+
+# -- model factories -----------------------------------------------------------------------------
+def make_affine_model(action, **params):
+    """Tutorial flow: checkerboard affine couplings with conv nets (arXiv 2101.08176)."""
+    from .models import make_affine_model as make
+
+    return make(action, **params)
+
+
+def make_spline_model(action, **params):
+    """Checkerboard rational-quadratic spline couplings (arXiv 1906.04032)."""
+    from .models import make_spline_model as make
+
+    return make(action, **params)
+
+
+def make_equivariant_model(action, **params):
+    """Z2-equivariant flow: learnable free-field layer + symmetrised couplings (the fast default)."""
+    from .models import make_equivariant_model as make
+
+    return make(action, **params)
+
+
+def make_gaussian_model(action, **params):
+    """Free-field layer (+ rescale) alone: exact (acceptance 1) on free fields."""
+    from .models import make_gaussian_model as make
+
+    return make(action, **params)
+
+
+@hookimpl
+def lattgen_register_models(register):
+    register("affine", make_affine_model, params=(
+        n_layers(16), hidden((8, 8)), KERNEL, ACTIVATION, NETWORK, free_field(False), LAYERS,
+    ))
+    register("spline", make_spline_model, params=(
+        n_layers(8), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(False), LAYERS,
+    ))
+    register("equivariant", make_equivariant_model, params=(
+        Param("coupling", "str", "affine", "coupling type: affine (even scale, odd shift) or spline (odd spline)",
+              choices=("affine", "spline")),
+        n_layers(8), hidden((32, 32)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
+        Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
+        LAYERS,
+    ))
+    register("gaussian", make_gaussian_model, params=(
+        SPECTRUM,
+        Param("learnable", "bool", True, "train the spectrum (and the rescale)"),
+        Param("rescale", "bool", True, "append a global learnable rescale"),
+    ))

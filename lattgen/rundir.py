@@ -1,0 +1,189 @@
+"""Training run directories: the contract between ``lattgen train`` and ``lattgen sample RUN_DIR``.
+
+A run directory holds
+
+    config.toml     the resolved config (action, model, train, run; written before training)
+    checkpoint.pt   model + optimizer + schedule state, step, elapsed time, RNG states
+    model.pt        the final model state_dict (written when the budget is used up)
+    metrics.jsonl   one JSON record per train.log_every steps
+    results.json    later, from sampling (written by the sample pipeline, not here)
+
+``train_run`` builds the action and model through ``lattgen.build`` and trains into the
+directory, resuming when it holds a checkpoint of the same action and model; ``load_trained``
+rebuilds (config, action, model) from a finished directory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .action import Action
+from .build import build_action, build_model, make_generator
+from .config import dumps_toml, load_toml, resolve_config, write_toml
+from .errors import ConfigError, LattgenError, RunDirError
+from .model import GenerativeModel
+from .registry import Registry, get_registry
+from .train import CHECKPOINT, DTYPES, METRICS, MODEL, Progress, TrainResult, load_checkpoint, train
+
+CONFIG = "config.toml"
+#: sections that define what a checkpoint is a checkpoint of (a resume must not change them)
+IDENTITY_SECTIONS = ("action", "model")
+
+
+def _normalised(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A section as it reads back from TOML (None dropped, tuples as lists) for comparison."""
+    return tomllib.loads(dumps_toml({"s": dict(section or {})})).get("s", {})
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted keys of the identity sections (action, model) whose values differ."""
+    diffs = []
+    for sec in IDENTITY_SECTIONS:
+        a, b = _normalised(old.get(sec)), _normalised(new.get(sec))
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append(f"{sec}.{key}: {a.get(key, '(unset)')!r} -> {b.get(key, '(unset)')!r}")
+    return diffs
+
+
+def seeded_model(section: Mapping[str, Any], action: Action, seed: int, registry: Registry) -> GenerativeModel:
+    """``build_model`` with its weight initialisation drawn from a fork of torch's RNG seeded by ``seed``.
+
+    The run's seed fixes the initial weights (reproducible runs) without touching the global
+    random state of the caller.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model(section, action, registry)
+
+
+def _check_resumable(out: Path, config: Mapping[str, Any]) -> None:
+    """Refuse to train into a directory holding training of another action or model."""
+    old_path = out / CONFIG
+    trained = (out / CHECKPOINT).is_file() or (out / MODEL).is_file()
+    if not (old_path.is_file() and trained):
+        return
+    old = load_toml(old_path)
+    diffs = config_differences(old, config)
+    if diffs:
+        raise RunDirError(
+            f"{out} holds training of a different action/model ({'; '.join(diffs)}); "
+            "choose a new --out directory, or delete this one to start over"
+        )
+
+
+def initialise_from(model: GenerativeModel, source_dir: str | Path, registry: Registry) -> None:
+    """Load the weights of the trained model in ``source_dir`` into ``model`` (e.g. from a smaller L).
+
+    The models must have the same architecture; lattice-independent (fully convolutional)
+    models move between lattice sizes because their state_dict holds no lattice-shaped tensors.
+    """
+    source_config, _, source = load_trained(source_dir, registry)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise RunDirError(
+            f"--init-from {source_dir}: its model ({source_config['model'].get('name')}) does not fit "
+            f"this one ({type(model).__name__}): {str(exc).splitlines()[0]}. Use a run of the same "
+            "model and parameters (a lattice-size change needs a fully convolutional model)"
+        ) from None
+
+
+def train_run(
+    resolved_config: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+    resume: bool = True,
+    init_from: str | Path | None = None,
+) -> TrainResult:
+    """Train the [model] of a resolved config on its [action] into the run directory ``out_dir``.
+
+    Writes config.toml, then trains (``lattgen.train.train``) with the run's seed and device.
+    With ``resume`` and a checkpoint in ``out_dir``, continues it (refusing with RunDirError if
+    config.toml there names another action or model); ``init_from`` (a finished run
+    directory) initialises a fresh model's weights, and is ignored when resuming a checkpoint.
+    """
+    reg = registry or get_registry()
+    for sec in ("action", "model", "train"):
+        if sec not in resolved_config:
+            raise ConfigError(f"[{sec}]: required section is missing for training")
+    config = dict(resolved_config)
+    run = config.get("run") or resolve_config({"action": config["action"]}, reg)["run"]
+    config["run"] = run
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        _check_resumable(out, config)
+    action = build_action(config["action"], reg)
+    model = seeded_model(config["model"], action, run["seed"], reg)
+    resuming = resume and (out / CHECKPOINT).is_file()
+    if init_from is not None and not resuming:
+        initialise_from(model, init_from, reg)
+    write_toml(config, out / CONFIG)
+    generator = make_generator(run["seed"], run["device"])
+    return train(model, action, config["train"], out_dir=out, generator=generator,
+                 device=run["device"], progress=progress, resume=resume)
+
+
+def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple[dict[str, Any], Action, GenerativeModel]:
+    """(resolved config, action, model with the trained weights) of a finished run directory.
+
+    The model is on the CPU in its training dtype, in eval mode. A missing directory, a
+    directory without config.toml or model.pt (training not finished), or weights that do not
+    fit the configured model raise RunDirError saying what to do.
+    """
+    reg = registry or get_registry()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{str(run_dir)!r} is not a run directory; create one with "
+                          f"`lattgen train CONFIG.toml --out {run_dir}`")
+    cfg_path = run_dir / CONFIG
+    if not cfg_path.is_file():
+        raise RunDirError(f"{run_dir} has no {CONFIG}: not a lattgen training run directory")
+    weights = run_dir / MODEL
+    if not weights.is_file():
+        if (run_dir / CHECKPOINT).is_file():
+            step = load_checkpoint(run_dir / CHECKPOINT)["step"]
+            raise RunDirError(
+                f"training in {run_dir} has not finished (checkpoint at step {step}, no {MODEL}); "
+                f"resume it with `lattgen train {cfg_path} --out {run_dir}`"
+            )
+        raise RunDirError(f"{run_dir} has no trained model ({MODEL}); train it with "
+                          f"`lattgen train {cfg_path} --out {run_dir}`")
+    try:
+        config = resolve_config(load_toml(cfg_path), reg, require=("action", "model"))
+    except LattgenError as exc:
+        raise RunDirError(f"{cfg_path}: {exc}") from None
+    action = build_action(config["action"], reg)
+    model = seeded_model(config["model"], action, config["run"]["seed"], reg)
+    model.to(dtype=DTYPES[config["train"]["dtype"]])
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - unpickling / state_dict errors of many types
+        raise RunDirError(f"{weights} does not fit the model of {cfg_path} "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0]}); retrain into a new "
+                          "directory") from None
+    model.eval()
+    return config, action, model
+
+
+def training_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The metrics.jsonl records of a run directory (empty if none)."""
+    from .train import read_metrics
+
+    return read_metrics(Path(run_dir) / METRICS)

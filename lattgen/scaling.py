@@ -1,0 +1,167 @@
+"""`lattgen scale`: critical slowing down along a line of constant physics (xi ~ L/4).
+
+At every (L, beta) point the compare harness runs all entries; then, for each entry,
+tau_int(chi) is fitted as tau = c * xi^z by weighted least squares in log-log space
+(weights from the Gamma-method errors), giving the dynamic exponent z with its error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .harness import resolve_compare, run_compare
+from .params import Param, validate_params
+from .registry import Registry, get_registry
+
+#: DESIGN.md's published xi = L/4 points at lam = 0.5 (beta from arXiv 1904.12072's ensembles)
+PUBLISHED_POINTS = [[6, 0.536], [8, 0.577], [10, 0.600], [12, 0.616], [14, 0.625], [16, 0.635],
+                    [20, 0.645], [32, 0.661], [64, 0.674]]
+DEFAULT_POINTS = [p for p in PUBLISHED_POINTS if p[0] <= 16]
+
+SCALE_PARAMS: tuple[Param, ...] = (
+    Param("points", "any", DEFAULT_POINTS, "list of [L, beta] pairs along the line of constant physics"),
+    Param("dimension", "int", 2, "space-time dimension d (lattice = [L] * d)", min=1),
+    Param("coupling", "str", "beta", "action parameter set from each point's second number"),
+)
+
+
+def resolve_scale(raw: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
+    """Validate [scale] and build one resolved compare config per point."""
+    reg = registry or get_registry()
+    sec = raw.get("scale", {})
+    if not isinstance(sec, Mapping):
+        raise ConfigError("scale: must be a table ([scale])")
+    scale = validate_params(SCALE_PARAMS, sec, "scale")
+    points = scale["points"]
+    if not isinstance(points, Sequence) or len(points) < 2:
+        raise ConfigError("scale.points: need a list of at least two [L, beta] pairs")
+    for i, p in enumerate(points):
+        if (not isinstance(p, Sequence) or len(p) != 2 or not isinstance(p[0], int) or isinstance(p[0], bool)
+                or not isinstance(p[1], (int, float)) or isinstance(p[1], bool)):
+            raise ConfigError(f"scale.points[{i}]: {p!r} is not an [L, beta] pair (integer L, number beta)")
+    base_action = dict(raw.get("action", {"name": "phi4", "lam": 0.5}))
+    per_point = []
+    for L, coupling in points:
+        action = {**base_action, "lattice": [L] * scale["dimension"], scale["coupling"]: float(coupling)}
+        cfg = {k: v for k, v in raw.items() if k != "scale"}
+        cfg["action"] = action
+        per_point.append(resolve_compare(cfg, reg))
+    return {"scale": scale, "points": per_point}
+
+
+def fit_power_law(x: Sequence[float], y: Sequence[float], dy: Sequence[float]) -> dict[str, float]:
+    """Weighted least-squares fit y = c * x^z in log space; returns z, its error, c and chi^2/dof.
+
+    sigma(log y) = dy / y. With more than two points the error is scaled by sqrt(chi^2/dof)
+    when that exceeds one (the Birge ratio), so a poor fit is not reported as precise.
+    """
+    x, y, dy = (np.asarray(a, dtype=np.float64) for a in (x, y, dy))
+    good = (x > 0) & (y > 0) & (dy > 0) & np.isfinite(x) & np.isfinite(y) & np.isfinite(dy)
+    x, y, dy = x[good], y[good], dy[good]
+    if x.size < 2:
+        return {"z": math.nan, "z_error": math.nan, "c": math.nan, "chi2_dof": math.nan, "n_points": int(x.size)}
+    lx, ly, w = np.log(x), np.log(y), (y / dy) ** 2
+    A = np.stack([np.ones_like(lx), lx], axis=1)
+    cov = np.linalg.inv(A.T @ (A * w[:, None]))
+    coef = cov @ (A.T @ (w * ly))
+    resid = ly - A @ coef
+    dof = x.size - 2
+    chi2_dof = float(np.sum(w * resid**2) / dof) if dof > 0 else math.nan
+    scale = math.sqrt(max(1.0, chi2_dof)) if dof > 0 else 1.0
+    return {"z": float(coef[1]), "z_error": float(math.sqrt(cov[1, 1]) * scale), "c": float(math.exp(coef[0])),
+            "chi2_dof": chi2_dof, "n_points": int(x.size)}
+
+
+def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Registry | None = None,
+              progress: Callable | None = None) -> dict[str, Any]:
+    """Run the comparison at every point, then fit z per entry; write results.json and scale.png."""
+    from .report import write_json
+
+    out = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for point in resolved["points"]:
+        L = point["action"]["lattice"][0]
+        coupling = point["action"][resolved["scale"]["coupling"]]
+        sub = out / f"L{L}_{resolved['scale']['coupling']}{coupling:g}"
+        summary = run_compare(point, sub, registry=registry, progress=progress)
+        xi = _reference_xi(summary)
+        for e in summary["entries"]:
+            p = e["performance"]
+            rows.append({
+                "L": L, "coupling": coupling, "xi": xi[0], "xi_error": xi[1], "label": e["label"],
+                "tau_int": p.get("tau_int_susceptibility"), "tau_int_error": p.get("tau_int_susceptibility_error"),
+                "tau_int_abs_m": p.get("tau_int_abs_magnetisation"),
+                "tau_int_abs_m_error": p.get("tau_int_abs_magnetisation_error"),
+                "acceptance": e.get("acceptance"), "train_time_s": p.get("train_time_s"),
+                "ess_per_s": p.get("ess_per_s"), "time_to_target_s": p.get("time_to_target_s"),
+                "consistent": e.get("consistency", {}).get("consistent", True),
+            })
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fits = {}
+    for label in labels:
+        rs = [r for r in rows if r["label"] == label]
+        fits[label] = fit_power_law([r["xi"] for r in rs], [r["tau_int"] or np.nan for r in rs],
+                                    [r["tau_int_error"] or np.nan for r in rs])
+    result = {"scale": resolved["scale"], "rows": rows, "fits": fits}
+    write_json(result, out / "results.json")
+    plot_scale(result, out)
+    return result
+
+
+def _reference_xi(summary: Mapping[str, Any]) -> tuple[float, float]:
+    """xi at a point: the inverse-variance pooled second-moment correlation length of all entries."""
+    vals = [(e["observables"]["correlation_length"]["value"], e["observables"]["correlation_length"]["error"])
+            for e in summary["entries"] if "correlation_length" in e["observables"]]
+    vals = [(v, s) for v, s in vals if isinstance(v, (int, float)) and isinstance(s, (int, float)) and s > 0]
+    if not vals:
+        return math.nan, math.nan
+    w = np.array([1 / s**2 for _, s in vals])
+    return float(np.sum(w * np.array([v for v, _ in vals])) / w.sum()), float(1 / math.sqrt(w.sum()))
+
+
+def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
+    """Log-log plot of tau_int(chi) against xi with fitted power laws, and acceptance against xi."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, fit in result["fits"].items():
+        rs = [r for r in result["rows"] if r["label"] == label]
+        xi = np.array([r["xi"] for r in rs], dtype=float)
+        tau = np.array([r["tau_int"] if r["tau_int"] is not None else np.nan for r in rs], dtype=float)
+        dtau = np.array([r["tau_int_error"] or 0 for r in rs], dtype=float)
+        dxi = np.array([r["xi_error"] or 0 for r in rs], dtype=float)
+        name = label if not math.isfinite(fit["z"]) else f"{label}: z = {fit['z']:.2f} +- {fit['z_error']:.2f}"
+        line = ax.errorbar(xi, tau, xerr=dxi, yerr=dtau, fmt="o", capsize=3, label=name)
+        if math.isfinite(fit["z"]):
+            grid = np.linspace(np.nanmin(xi), np.nanmax(xi), 50)
+            ax.plot(grid, fit["c"] * grid ** fit["z"], "-", color=line[0].get_color(), alpha=0.6)
+        acc = [r["acceptance"] for r in rs]
+        if any(r["train_time_s"] for r in rs):
+            ax2.plot(xi, acc, "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("second-moment correlation length xi [lattice units]")
+    ax.set_ylabel("tau_int(chi) [Markov steps]")
+    ax.set_title("critical slowing down: tau_int ~ xi^z")
+    ax2.set_xlabel("second-moment correlation length xi [lattice units]")
+    ax2.set_ylabel("Metropolis acceptance of the flow")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_title("flows: acceptance against xi")
+    for a in (ax, ax2):
+        a.grid(alpha=0.3, which="both")
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "scale.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,62 @@
+"""Checkerboard coupling: update one colour of the lattice given the other (arXiv 1904.12072, 2101.08176).
+
+Sites of colour ``parity`` (sum_mu x_mu = parity mod 2) are *active*: they are transformed
+elementwise by a monotone map whose parameters a conditioner network computes from the
+*frozen* sites (the other colour). The Jacobian is triangular, so
+log|det| = sum over active sites of log|dy'/dy|. Subclasses give the number of parameter
+channels and the elementwise ``transform``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lattgen.lattice import Lattice
+
+from .lattice_layer import LatticeBijection
+
+
+class CheckerboardCoupling(LatticeBijection):
+    """z -> phi: frozen sites copied, active sites y -> transform(y; conditioner(frozen))."""
+
+    def __init__(self, lattice: Lattice, parity: int, conditioner: nn.Module):
+        super().__init__(lattice)
+        self.parity = int(parity)
+        self.conditioner = conditioner
+        self.build_buffers(lattice, torch.device("cpu"), torch.get_default_dtype())
+
+    @property
+    def fully_convolutional(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.conditioner, "fully_convolutional", False))
+
+    def build_buffers(self, lattice, device, dtype):
+        """The active-site mask (bool, shape lattice.shape); the conditioner checks the lattice fits."""
+        check = getattr(self.conditioner, "check_lattice", None)
+        if check is not None:
+            check(lattice.shape)
+        active = lattice.checkerboard(self.parity, device=device, dtype=torch.bool)
+        self.register_buffer("active", active, persistent=False)
+
+    def transform(
+        self, y: torch.Tensor, params: torch.Tensor, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Elementwise map of every site y (batch, *L) with params (batch, C, *L) -> (y', log|dy'/dy|)."""
+        raise NotImplementedError
+
+    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_input(x)
+        frozen = x.masked_fill(self.active, 0.0)
+        params = self.conditioner(frozen.unsqueeze(1))
+        y, log_jac = self.transform(x, params, inverse)
+        out = torch.where(self.active, y, x)
+        return out, self.site_sum(log_jac.masked_fill(~self.active, 0.0))
+
+    def forward_and_log_det(self, z):
+        return self._couple(z, inverse=False)
+
+    def inverse_and_log_det(self, phi):
+        return self._couple(phi, inverse=True)
+
+    def extra_repr(self) -> str:
+        return f"parity={self.parity}"

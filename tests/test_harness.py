@@ -1,0 +1,107 @@
+"""The compare harness end to end at tiny size, its JSON schema, resume, and the
+consistency check catching a sampler that is not exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lattgen.harness import consistency, resolve_compare, run_compare
+from lattgen.registry import Registry
+
+from wrong_model_plugin import WrongModelPlugin
+
+FREE = {"name": "phi4", "lattice": [4, 4], "beta": 0.2, "lam": 0.0}
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return Registry([("wrongtest", WrongModelPlugin())])
+
+
+def tiny(entries, **compare):
+    c = {"train_steps": 2, "train_time_s": 20.0, "n_samples": 4000, "workers": 1, "seed": 3,
+         "observables": ["susceptibility", "abs_magnetisation", "magnetisation", "correlation_length",
+                         "zero_momentum_correlator"]}
+    c.update(compare)
+    return {"action": FREE, "compare": c, "entries": entries}
+
+
+def check_schema(summary):
+    for e in summary["entries"]:
+        for key in ("label", "action", "sampler", "n_samples", "acceptance", "wall_time_s", "observables",
+                    "performance", "consistency", "training"):
+            assert key in e, key
+        for obs in ("susceptibility", "abs_magnetisation"):
+            assert set(e["observables"][obs]) >= {"value", "error", "tau_int", "tau_int_error"}
+        for key in ("ess_per_s", "time_to_target_s", "tau_int_susceptibility", "tau_int_abs_magnetisation"):
+            assert key in e["performance"]
+
+
+def test_wrong_model_is_flagged_and_exact_ones_are_not(reg, tmp_path):
+    entries = [
+        {"label": "hmc", "sampler": {"name": "hmc"}},
+        {"label": "exact", "model": {"name": "gaussian_exact"}, "train": {"lr": 1e-6}},
+        {"label": "wrong", "model": {"name": "gaussian_wrong"}, "train": {"lr": 1e-6}},
+    ]
+    summary = run_compare(resolve_compare(tiny(entries), reg), tmp_path, registry=reg)
+    check_schema(summary)
+    by = {e["label"]: e for e in summary["entries"]}
+    assert not by["wrong"]["consistency"]["consistent"]
+    assert abs(by["wrong"]["consistency"]["pulls"]["susceptibility"]) > 3
+    assert abs(by["hmc"]["consistency"]["pulls"]["susceptibility"]) < 3
+    assert abs(by["exact"]["consistency"]["pulls"]["susceptibility"]) < 3
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert [e["label"] for e in on_disk["entries"]] == ["hmc", "exact", "wrong"]
+    for png in ("tau_int.png", "histograms.png", "correlator.png", "training.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_resume_skips_finished_entries(reg, tmp_path):
+    cfg = resolve_compare(tiny([{"label": "hmc", "sampler": {"name": "hmc"}}], n_samples=400), reg)
+    first = run_compare(cfg, tmp_path, registry=reg)
+    stamp = (tmp_path / "entries" / "hmc" / "results.json").stat().st_mtime_ns
+    second = run_compare(cfg, tmp_path, registry=reg)
+    assert (tmp_path / "entries" / "hmc" / "results.json").stat().st_mtime_ns == stamp
+    assert second["entries"][0]["observables"] == first["entries"][0]["observables"]
+
+
+def test_consistency_pulls_against_the_classical_reference():
+    def entry(label, v, s, model=None):
+        return {"label": label, "model": model, "observables": {"x": {"value": v, "error": s}}}
+
+    out = consistency([entry("a", 1.0, 0.1), entry("b", 1.0, 0.1), entry("c", 2.0, 0.1, {"name": "m"})], sigma=3)
+    # c against the pool of a and b: (2 - 1) / sqrt(0.1^2 + 0.1^2 / 2)
+    assert not out["c"]["consistent"] and out["c"]["pulls"]["x"] == pytest.approx(1.0 / (0.1 * 1.5**0.5))
+    # a against b alone (leave-one-out within the reference): the model entry does not pull it
+    assert out["a"]["pulls"]["x"] == pytest.approx(0.0) and out["a"]["consistent"]
+    lone = consistency([entry("a", 1.0, 0.1), entry("c", 1.1, 0.1, {"name": "m"})], sigma=3)
+    assert lone["a"]["pulls"]["x"] == pytest.approx(-0.1 / (0.1 * 2**0.5))
+
+
+def test_default_entries_cover_models_and_classical(registry):
+    cfg = resolve_compare({}, registry)
+    labels = [e["label"] for e in cfg["entries"]]
+    assert {"hmc", "metropolis"} <= set(labels)
+    for name in registry.names("model"):
+        if registry.get("model", name).meta.get("compare", True):
+            assert name in labels
+    assert cfg["action"]["lattice"] == [8, 8] and cfg["action"]["beta"] == 0.577
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ({"entries": []}, "entries"),
+    ({"entries": [{"sampler": {"name": "hmc"}, "colour": 1}]}, "entries[0].colour"),
+    ({"entries": [{"sampler": {"name": "hmc"}}, {"sampler": {"name": "hmc"}}]}, "used twice"),
+    ({"entries": [{"sampler": {"name": "hmc"}, "train": {}}]}, "entries[0].train"),
+    ({"compare": {"n_samples": 1}}, "compare.n_samples"),
+    ({"compare": {"train_time_s": -1.0}}, "compare.train_time_s"),
+    ({"comparison": {}}, "comparison"),
+])
+def test_bad_compare_configs(registry, bad, needle):
+    from lattgen.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        resolve_compare(bad, registry)
+    assert needle in str(exc.value)
