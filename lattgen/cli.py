@@ -131,10 +131,8 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
         from .rundir import load_trained
 
         base, action, model = load_trained(path, reg)
-        base = {k: v for k, v in base.items() if k != "train"}
-        base.setdefault("sampler", {})
-        if "sampler" not in base or base["sampler"].get("name") in (None, "hmc"):
-            base["sampler"] = {"name": "imh"}
+        # the run's own [sampler] is the default one (hmc); a trained model proposes through imh
+        base["sampler"] = {"name": "imh"}
         raw = apply_overrides(base, overrides)
     elif path.is_file():
         raw = load_config_with_overrides(str(path), overrides)

@@ -41,6 +41,8 @@ COMPARE_PARAMS: tuple[Param, ...] = (
     Param("workers", "int", None, "entries run in parallel (default: min(cores, 2))", min=1, nullable=True),
     Param("threads", "int", 1, "torch threads per worker", min=1),
     Param("observables", "list[str]", None, "observables (default: all registered)", nullable=True),
+    Param("data_samples", "int", 4096, "HMC configurations generated (inside the training budget) "
+          "for models that train on data, e.g. the VAE", min=2),
     Param("sigma", "float", 3.0, "pulls beyond this many sigma are flagged inconsistent", min=0,
           min_exclusive=True),
     Param("target_rel_error", "float", 0.01, "relative error on chi for the time-to-precision column",
@@ -155,6 +157,7 @@ def run_entry(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = entry_config(entry, action, compare)
+    cfg_hash = config_hash(cfg)
     write_toml(cfg, out / "config.toml")
     label = entry["label"]
     model, training = None, None
@@ -166,9 +169,12 @@ def run_entry(
                 progress(label, "train", done, total)
 
         t0 = time.perf_counter()
+        data_s = 0.0
+        if reg.get("model", cfg["model"]["name"]).meta.get("requires_data", False):
+            cfg["train"], data_s = prepare_data(cfg, out, compare["data_samples"], reg)
         train_run(cfg, out / "train", registry=reg, progress=train_progress, resume=True)
         _, _, model = load_trained(out / "train", reg)
-        training = training_summary(out / "train", time.perf_counter() - t0)
+        training = training_summary(out / "train", time.perf_counter() - t0, data_s)
 
     def sample_progress(done, total):
         if progress:
@@ -176,7 +182,7 @@ def run_entry(
 
     results, chain = run_sampling(cfg, model=model, registry=reg, progress=sample_progress)
     results["label"] = label
-    results["config_hash"] = config_hash(cfg)
+    results["config_hash"] = cfg_hash
     results["training"] = training
     results["performance"] = performance(results, training, compare["target_rel_error"])
     np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain))
@@ -184,17 +190,46 @@ def run_entry(
     return results
 
 
-def training_summary(train_dir: Path, wall_s: float) -> dict[str, Any]:
-    """Training figures from metrics.jsonl: time, steps and the learning curve."""
+def prepare_data(cfg: Mapping[str, Any], out: Path, n: int, registry: Registry) -> tuple[dict[str, Any], float]:
+    """HMC training data for a model that needs it, paid from the entry's training budget.
+
+    Returns the entry's [train] section switched to forward KL on the data (``data_loss``: the
+    negative ELBO for a VAE) with ``max_time_s`` reduced by the generation time, and that time.
+    """
+    import torch
+
+    from .build import build_action
+    from .training_data import make_training_data
+
+    path = out / "train_data.pt"
+    t0 = time.perf_counter()
+    if not path.is_file():  # resumed entries reuse their data
+        data = make_training_data(build_action(cfg["action"], registry), n, cfg["run"]["seed"])
+        tmp = path.with_suffix(".tmp")
+        torch.save(data.float(), tmp)
+        tmp.replace(path)
+    data_s = time.perf_counter() - t0
+    train = dict(cfg["train"], loss="forward_kl", data=str(path))
+    if train.get("max_time_s") is not None:
+        # equal terms: data generation is part of the budget (at least 10% is left to train)
+        train["max_time_s"] = max(0.1 * train["max_time_s"], train["max_time_s"] - data_s)
+    return train, data_s
+
+
+def training_summary(train_dir: Path, wall_s: float, data_s: float = 0.0) -> dict[str, Any]:
+    """Training figures from metrics.jsonl: time (data generation included), steps, learning curve."""
     curve = []
     path = train_dir / "metrics.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 curve.append(json.loads(line))
+    for record in curve:
+        record["time"] = record.get("time", 0.0) + data_s
     last = curve[-1] if curve else {}
     return {
         "train_time_s": last.get("time", wall_s),
+        "data_time_s": data_s,
         "steps": last.get("step"),
         "final": last,
         "curve": curve,
@@ -237,7 +272,8 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
     """Pull of each entry against the pooled estimate of the reference (exact) samplers.
 
     The reference is every entry without a model — classical samplers, exact by construction —
-    leaving the entry itself out; where that leaves nothing, all other entries. The pool is the
+    leaving the entry itself out (a lone classical entry gets no pull); without any classical
+    entry, all other entries. The pool is the
     inverse-variance weighted mean, pull = (x_i - x_pool) / sqrt(err_i^2 + err_pool^2), and
     |pull| > sigma flags the entry inconsistent: its sampler (or its model's density) is not exact.
     """
@@ -256,8 +292,11 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             if isinstance(v, (int, float)) and isinstance(s, (int, float)) and s > 0 and math.isfinite(v):
                 vals[e["label"]] = (v, s)
         for label, (v, s) in vals.items():
-            others = [vals[k] for k in vals if k in reference and k != label] or \
-                     [vals[k] for k in vals if k != label]
+            if reference:
+                # a lone reference sampler defines the reference: nothing exact to test it against
+                others = [vals[k] for k in vals if k in reference and k != label]
+            else:
+                others = [vals[k] for k in vals if k != label]
             if not others:
                 continue
             w = np.array([1 / sx**2 for _, sx in others])
@@ -341,6 +380,8 @@ def _run_parallel(todo, action, compare, out: Path, workers: int, progress) -> d
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    # idle OpenMP threads busy-wait by default and starve the other worker on a small machine
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ctx = mp.get_context("spawn")
     manager = ctx.Manager()
     q = manager.Queue()

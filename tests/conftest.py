@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+# Idle OpenMP threads busy-wait by default; on a loaded 2-core machine they starve the main
+# thread (HMC steps measured 25-500x slower). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 from hypothesis import settings

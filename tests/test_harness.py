@@ -50,7 +50,8 @@ def test_wrong_model_is_flagged_and_exact_ones_are_not(reg, tmp_path):
     by = {e["label"]: e for e in summary["entries"]}
     assert not by["wrong"]["consistency"]["consistent"]
     assert abs(by["wrong"]["consistency"]["pulls"]["susceptibility"]) > 3
-    assert abs(by["hmc"]["consistency"]["pulls"]["susceptibility"]) < 3
+    # hmc is the only classical entry: it is the reference, so it has no pull of its own
+    assert "susceptibility" not in by["hmc"]["consistency"]["pulls"] and by["hmc"]["consistency"]["consistent"]
     assert abs(by["exact"]["consistency"]["pulls"]["susceptibility"]) < 3
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert [e["label"] for e in on_disk["entries"]] == ["hmc", "exact", "wrong"]
@@ -77,7 +78,9 @@ def test_consistency_pulls_against_the_classical_reference():
     # a against b alone (leave-one-out within the reference): the model entry does not pull it
     assert out["a"]["pulls"]["x"] == pytest.approx(0.0) and out["a"]["consistent"]
     lone = consistency([entry("a", 1.0, 0.1), entry("c", 1.1, 0.1, {"name": "m"})], sigma=3)
-    assert lone["a"]["pulls"]["x"] == pytest.approx(-0.1 / (0.1 * 2**0.5))
+    assert lone["a"]["pulls"] == {} and lone["c"]["pulls"]["x"] == pytest.approx(0.1 / (0.1 * 2**0.5))
+    models = consistency([entry("c", 1.0, 0.1, {"name": "m"}), entry("d", 1.3, 0.1, {"name": "n"})], sigma=3)
+    assert models["d"]["pulls"]["x"] == pytest.approx(0.3 / (0.1 * 2**0.5))
 
 
 def test_default_entries_cover_models_and_classical(registry):

@@ -15,8 +15,8 @@ import warnings
 
 import torch
 
-from lattgen.action import Action
-from lattgen.errors import ConfigError
+from .action import Action
+from .errors import ConfigError
 
 #: trajectories per chain of the pilot stretch that measures tau_int(m^2)
 PILOT_STEPS = 100
@@ -29,7 +29,7 @@ def magnetisation_squared(phi: torch.Tensor) -> torch.Tensor:
 
 def measure_spacing(sampler, n_steps: int = PILOT_STEPS) -> int:
     """ceil(2 tau_int(m^2)) from ``n_steps`` trajectories of every chain (at least 1)."""
-    from lattgen.analysis import AnalysisWarning, gamma_method
+    from .analysis import AnalysisWarning, gamma_method
 
     series = []
     for _ in range(n_steps):
@@ -61,8 +61,8 @@ def make_training_data(
     sampler (e.g. ``{"trajectory_length": 1.0}``). Cost: n_therm + pilot + spacing * n / n_chains
     trajectories of n_chains chains.
     """
-    from lattgen.build import make_generator
-    from lattgen.registry import get_registry
+    from .build import make_generator
+    from .registry import get_registry
 
     if n < 1:
         raise ConfigError(f"make_training_data: need n >= 1 configurations, got {n}")
