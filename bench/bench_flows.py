@@ -145,6 +145,7 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], help="model parameter key=value")
     p.add_argument("--trainer", choices=("local", "lattgen"), default="local",
                    help="local: the minimal loop here; lattgen: lattgen.train.train")
+    p.add_argument("--save", default=None, help="write the trained model's state_dict to this file")
     p.add_argument("--log-every", type=int, default=100, help="trainer metric records (--trainer lattgen)")
     args = p.parse_args(argv)
 
@@ -166,6 +167,8 @@ def main(argv=None) -> None:
               f"{ess_fraction(logw):6.3f}", flush=True)
 
     (train_with_lattgen if args.trainer == "lattgen" else train)(model, action, args, report)
+    if args.save:
+        torch.save(model.state_dict(), args.save)
 
 
 if __name__ == "__main__":

@@ -381,9 +381,17 @@ def analyse_chain(
             f"{sorted(chain.primaries)}); measure them with the sampler run"
         )
     results: dict[str, dict[str, Any]] = {}
+    troubled: dict[str, str] = {}
     for name, obs in observables.items():
         derive = obs.derive if obs.derive is not None else _single_primary(name)
-        res = gamma_method(chain.primaries[name], derive, S=S).to_dict()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AnalysisWarning)
+            res = gamma_method(chain.primaries[name], derive, S=S).to_dict()
+        for w in caught:
+            if issubclass(w.category, AnalysisWarning):
+                troubled[name] = str(w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         res.pop("bias")
         if obs.index or isinstance(res["value"], list):
             res = {key: (v if isinstance(v, list) else [v]) for key, v in res.items()}
@@ -392,6 +400,14 @@ def analyse_chain(
             if values:
                 res["index_values"] = _jsonable(np.asarray(values))
         results[name] = res
+    if troubled:  # one warning per chain, naming the observables, instead of one per observable
+        first = next(iter(troubled.values()))
+        warnings.warn(
+            f"Gamma method on {chain.n_steps} steps x {chain.n_chains} chains: trouble with "
+            f"{', '.join(troubled)}: {first.split(': ', 1)[-1]}",
+            AnalysisWarning,
+            stacklevel=2,
+        )
     return results
 
 

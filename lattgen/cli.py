@@ -201,8 +201,9 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
                   + ", ".join(e["label"] for e in resolved["entries"]) + f"  ->  {out}")
     with EntryProgress() as bar:
         summary = run_compare(resolved, out, progress=bar)
+    wide = console if console.is_terminal else Console(width=max(console.width, 160))
     for table in compare_tables(summary):
-        console.print(table)
+        wide.print(table)
     console.print(f"wrote {out / 'results.json'} and plots in {out}")
 
 
@@ -254,6 +255,11 @@ def main() -> None:
     from .registry import PluginWarning, get_registry
 
     warnings.simplefilter("default", PluginWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
+        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+    warnings.showwarning = show
     try:
         get_registry().add_commands(cli)
     except LattgenError as exc:

@@ -132,7 +132,7 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
             if isinstance(o.get("value"), (int, float)) and name not in names:
                 names.append(name)
     sigma = summary["compare"]["sigma"]
-    obs = Table(title=f"observables (pull vs the other entries' pooled estimate; ! beyond {sigma:g} sigma)")
+    obs = Table(title=f"observables with pulls against the classical samplers' pooled estimate (! beyond {sigma:g} sigma)")
     obs.add_column("entry")
     for n in names:
         obs.add_column(n, justify="right")

@@ -10,9 +10,12 @@ at L on L':
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from lattgen.errors import LatticeError
 from lattgen.lattice import Lattice
-from lattgen.model import Bijection, FlowModel
+from lattgen.model import Bijection, FlowModel, standard_normal_log_prob
 
 from .lattice_layer import LatticeBijection
 
@@ -20,8 +23,27 @@ from .lattice_layer import LatticeBijection
 class LatticeFlowModel(FlowModel):
     """Standard-normal prior pushed through a flow of lattice layers; ``relattice`` moves it to a new L."""
 
-    def __init__(self, lattice: Lattice, flow: Bijection):
+    def __init__(self, lattice: Lattice, flow: Bijection, path_gradient: bool = False):
         super().__init__(lattice, flow)
+        self.path_gradient = bool(path_gradient)
+
+    def sample(self, n, generator=None):
+        """(phi, log q(phi)); with ``path_gradient`` log q's gradient flows through phi only.
+
+        Path gradient ("sticking the landing", Roeder et al. arXiv 1703.09194; for lattice flows
+        Vaitl et al. arXiv 2207.08219): log q is re-evaluated at phi with the parameters
+        detached, dropping the score term d/dtheta log q_theta(phi)|_phi, whose expectation is
+        zero but whose noise does not vanish as q -> p. Same value, an unbiased reverse-KL
+        gradient with less variance near convergence, one extra inverse pass.
+        """
+        if not (self.path_gradient and torch.is_grad_enabled()):
+            return super().sample(n, generator)
+        z = self.sample_latent(n, generator)
+        phi, _ = self.flow.forward_and_log_det(z)
+        inverse = _Inverse(self.flow)
+        detached = {name: p.detach() for name, p in inverse.named_parameters()}
+        z_back, log_det_inv = torch.func.functional_call(inverse, detached, (phi,))
+        return phi, standard_normal_log_prob(z_back) + log_det_inv
 
     @property
     def fully_convolutional(self) -> bool:
@@ -42,3 +64,14 @@ class LatticeFlowModel(FlowModel):
                 m.relattice(lattice)
         self.lattice = lattice
         return self
+
+
+class _Inverse(nn.Module):
+    """``flow.inverse_and_log_det`` as a module's forward (for ``torch.func.functional_call``)."""
+
+    def __init__(self, flow: Bijection):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, phi):
+        return self.flow.inverse_and_log_det(phi)

@@ -78,7 +78,9 @@ def build_layer_stack(action: Action, layers: Sequence[Mapping[str, Any]]) -> li
     return out
 
 
-def assemble(action: Action, generated: list[Bijection], layers, z2: bool = False) -> LatticeFlowModel:
+def assemble(
+    action: Action, generated: list[Bijection], layers, z2: bool = False, path_gradient: bool = False
+) -> LatticeFlowModel:
     """The model from the generated stack, or from ``layers`` when given; z2 checks equivariance."""
     stack = build_layer_stack(action, layers) if layers is not None else generated
     if z2:
@@ -88,7 +90,7 @@ def assemble(action: Action, generated: list[Bijection], layers, z2: bool = Fals
                 "model.layers: the equivariant model needs Z2-equivariant layers; not equivariant: "
                 + ", ".join(broken)
             )
-    return LatticeFlowModel(action.lattice, Composition(stack))
+    return LatticeFlowModel(action.lattice, Composition(stack), path_gradient)
 
 
 def _head(action: Action, free_field: bool, spectrum: str = "kinetic") -> list[Bijection]:
@@ -97,7 +99,7 @@ def _head(action: Action, free_field: bool, spectrum: str = "kinetic") -> list[B
 
 def make_affine_model(
     action: Action, n_layers: int, hidden: Sequence[int], kernel_size: int, activation: str,
-    network: str, free_field: bool, layers=None,
+    network: str, free_field: bool, path_gradient: bool = False, layers=None,
 ) -> LatticeFlowModel:
     """Checkerboard affine couplings (the tutorial flow, arXiv 2101.08176), optionally after a free-field layer."""
     lat = action.lattice
@@ -105,12 +107,12 @@ def make_affine_model(
     if layers is None:
         stack += alternating(n_layers, lambda p: make_affine_coupling(
             lat, p, hidden, kernel_size, activation, network))
-    return assemble(action, stack, layers)
+    return assemble(action, stack, layers, path_gradient=path_gradient)
 
 
 def make_spline_model(
     action: Action, n_layers: int, hidden: Sequence[int], kernel_size: int, activation: str,
-    network: str, bins: int, tail_bound: float, free_field: bool, layers=None,
+    network: str, bins: int, tail_bound: float, free_field: bool, path_gradient: bool = False, layers=None,
 ) -> LatticeFlowModel:
     """Checkerboard rational-quadratic spline couplings (arXiv 1906.04032), optionally after a free-field layer."""
     lat = action.lattice
@@ -118,13 +120,13 @@ def make_spline_model(
     if layers is None:
         stack += alternating(n_layers, lambda p: make_spline_coupling(
             lat, p, hidden, kernel_size, activation, network, bins, tail_bound))
-    return assemble(action, stack, layers)
+    return assemble(action, stack, layers, path_gradient=path_gradient)
 
 
 def make_equivariant_model(
     action: Action, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool,
-    pointwise: bool, layers=None,
+    pointwise: bool, path_gradient: bool = False, layers=None,
 ) -> LatticeFlowModel:
     """Z2-equivariant flow: free-field layer, then symmetrised affine or odd-spline couplings."""
     lat = action.lattice
@@ -141,7 +143,7 @@ def make_equivariant_model(
                 lat, p, hidden, kernel_size, activation, network, bins, tail_bound, z2=True))
         else:
             raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
-    return assemble(action, stack, layers, z2=True)
+    return assemble(action, stack, layers, z2=True, path_gradient=path_gradient)
 
 
 def make_gaussian_model(action: Action, spectrum: str, learnable: bool, rescale: bool) -> LatticeFlowModel:

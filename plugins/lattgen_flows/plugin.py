@@ -21,6 +21,9 @@ TAIL = Param("tail_bound", "float", 4.0, "spline interval [-B, B]; identity outs
 SPECTRUM = Param("spectrum", "str", "kinetic",
                  "free-field spectrum: kinetic 1/(a p_hat^2 + b) (any L) or momentum (one log G~(p) per p)",
                  choices=("kinetic", "momentum"))
+PATH_GRADIENT = Param("path_gradient", "bool", False,
+                      "sample()'s log q carries the path gradient only (lower-variance reverse KL, "
+                      "one extra inverse pass per step)")
 LAYERS = Param("layers", "any", None,
                "layer stack replacing the generated one: list of tables {name = <layer>, repeat = n, <params>}",
                nullable=True)
@@ -148,17 +151,17 @@ def make_gaussian_model(action, **params):
 @hookimpl
 def lattgen_register_models(register):
     register("affine", make_affine_model, params=(
-        n_layers(16), hidden((8, 8)), KERNEL, ACTIVATION, NETWORK, free_field(False), LAYERS,
+        n_layers(16), hidden((8, 8)), KERNEL, ACTIVATION, NETWORK, free_field(False), PATH_GRADIENT, LAYERS,
     ))
     register("spline", make_spline_model, params=(
-        n_layers(8), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(False), LAYERS,
+        n_layers(8), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(False), PATH_GRADIENT, LAYERS,
     ))
     register("equivariant", make_equivariant_model, params=(
         Param("coupling", "str", "affine", "coupling type: affine (even scale, odd shift) or spline (odd spline)",
               choices=("affine", "spline")),
         n_layers(8), hidden((32, 32)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
-        LAYERS,
+        PATH_GRADIENT, LAYERS,
     ))
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
