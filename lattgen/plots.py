@@ -37,7 +37,8 @@ def plot_training(summary, out: Path) -> Path | None:
         for ax, key in zip(axes, ("acceptance", "ess")):
             y = [r.get(key) for r in curve]
             if any(v is not None for v in y):
-                ax.plot(t, [np.nan if v is None else v for v in y], marker="o", ms=3, label=label)
+                ax.plot(t, [np.nan if v is None else v for v in y], marker="o" if len(t) <= 60 else None,
+                        ms=3, label=label)
     axes[0].set_ylabel("Metropolis acceptance (estimate)")
     axes[1].set_ylabel("importance-sampling ESS / N")
     for ax in axes:
@@ -60,7 +61,7 @@ def plot_tau(summary, out: Path) -> Path:
     labels = [e["label"] for e in entries]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 4.2))
-    for shift, obs, name in ((-0.18, "abs_magnetisation", "|m|"), (0.18, "susceptibility", "m^2 (chi)")):
+    for shift, obs, name in ((-0.18, "abs_magnetisation", "|m|"), (0.18, "susceptibility", "m^2")):
         tau = [e["performance"].get(f"tau_int_{obs}") or np.nan for e in entries]
         err = [e["performance"].get(f"tau_int_{obs}_error") or 0 for e in entries]
         ax.bar(x + shift, tau, width=0.36, yerr=err, capsize=3, label=f"tau_int({name})")
