@@ -23,7 +23,7 @@ def listing_dict(reg: Registry, kinds: Sequence[str] | None = None) -> dict[str,
 
 
 def _param_line(p: dict) -> str:
-    default = "required" if p["required"] else repr(p["default"])
+    default = "required" if p["required"] else ("auto" if p["default"] is None else repr(p["default"]))
     extra = p.get("range") or ("one of " + ", ".join(map(str, p["choices"])) if p.get("choices") else "")
     return f"{p['name']} ({p['type']}, {default}{'; ' + extra if extra else ''})"
 
@@ -46,7 +46,7 @@ def print_listing(reg: Registry, kinds: Sequence[str] | None, console: Console) 
 def _param_table(params) -> list[str]:
     lines = ["| key | type | default | constraint | meaning |", "|---|---|---|---|---|"]
     for p in (p.to_dict() for p in params):
-        default = "required" if p["required"] else f"`{p['default']!r}`"
+        default = "required" if p["required"] else ("auto" if p["default"] is None else f"`{p['default']!r}`")
         cons = p.get("range") or (", ".join(map(str, p["choices"])) if p.get("choices") else "")
         lines.append(f"| `{p['name']}` | {p['type']} | {default} | {cons} | {p['doc']} |")
     return lines + [""]
