@@ -146,16 +146,16 @@ def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
             ax.plot(grid, fit["c"] * grid ** fit["z"], "-", color=line[0].get_color(), alpha=0.6)
         acc = [r["acceptance"] for r in rs]
         if any(r["train_time_s"] for r in rs):
-            ax2.plot(xi, acc, "o-", label=label)
+            ax2.plot(xi, acc, "o-", color=line[0].get_color(), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("second-moment correlation length xi [lattice units]")
     ax.set_ylabel("tau_int(chi) [Markov steps]")
     ax.set_title("critical slowing down: tau_int ~ xi^z")
     ax2.set_xlabel("second-moment correlation length xi [lattice units]")
-    ax2.set_ylabel("Metropolis acceptance of the flow")
+    ax2.set_ylabel("Metropolis acceptance of the model's proposals")
     ax2.set_ylim(0, 1.02)
-    ax2.set_title("flows: acceptance against xi")
+    ax2.set_title("generative models: acceptance against xi (same training budget)")
     for a in (ax, ax2):
         a.grid(alpha=0.3, which="both")
         if a.get_legend_handles_labels()[0]:
