@@ -157,11 +157,13 @@ def lattgen_register_models(register):
         n_layers(8), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(False), PATH_GRADIENT, LAYERS,
     ))
     register("equivariant", make_equivariant_model, params=(
-        Param("coupling", "str", "affine", "coupling type: affine (even scale, odd shift) or spline (odd spline)",
+        Param("coupling", "str", "spline",
+              "coupling type: spline (odd spline between even-scale/odd-shift maps) or affine",
               choices=("affine", "spline")),
-        n_layers(8), hidden((32, 32)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
+        n_layers(4), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
-        PATH_GRADIENT, LAYERS,
+        Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
+        LAYERS,
     ))
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
