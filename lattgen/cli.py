@@ -64,7 +64,7 @@ def load_config_with_overrides(config_path: str | None, overrides: tuple[str, ..
 class Progress:
     """A rich progress bar as a ``progress(done, total)`` callback."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str | None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
         from rich.progress import TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -73,7 +73,8 @@ class Progress:
             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             console=err_console, transient=False,
         )
-        self._task = self._bar.add_task(description, total=None, info="")
+        # EntryProgress passes None: it adds one task per entry and phase instead
+        self._task = self._bar.add_task(description, total=None, info="") if description else None
 
     def __enter__(self):
         self._bar.__enter__()
@@ -238,7 +239,7 @@ class EntryProgress(Progress):
     """One progress line per compare entry and phase (train / sample)."""
 
     def __init__(self):
-        super().__init__("compare")
+        super().__init__(None)
         self._tasks: dict[tuple[str, str], int] = {}
 
     def __call__(self, label: str, phase: str, done: int, total: int | None, metrics=None) -> None:
