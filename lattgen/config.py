@@ -22,7 +22,7 @@ import tomli_w
 
 from .errors import ConfigError, LatticeError
 from .lattice import Lattice
-from .params import Param, validate_params
+from .params import Param, reject_unknown, validate_params
 
 #: Generic [run] parameters: how many configurations, seed and device.
 RUN_PARAMS: tuple[Param, ...] = (
@@ -160,9 +160,7 @@ def resolve_config(config: Mapping[str, Any], registry=None, require: Iterable[s
         raise ConfigError("config must be a table of sections")
     extra = dict(extra_sections or {})
     valid = set(SECTIONS) | set(extra)
-    for key in config:
-        if key not in valid:
-            raise ConfigError(f"{key}: unknown section; valid sections are: {', '.join(sorted(valid))}")
+    reject_unknown(config, valid, what="section")
     for sec in require:
         if sec not in config:
             raise ConfigError(f"[{sec}]: required section is missing")

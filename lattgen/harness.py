@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import TRAIN_PARAMS, resolve_action, resolve_component, resolve_run
 from .errors import ConfigError
-from .params import Param, validate_params
+from .params import Param, reject_unknown, validate_params
 from .registry import Registry, get_registry
 
 #: the built-in default: phi^4 at xi ~ 2 (DESIGN.md's L = 8 point on the xi = L/4 line)
@@ -66,10 +66,7 @@ def default_entries(registry: Registry) -> list[dict[str, Any]]:
 def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     """Validate a compare config: [action], [compare], [[entries]]; fill the built-in defaults."""
     reg = registry or get_registry()
-    valid = ("action", "compare", "entries", "scale")
-    for key in raw:
-        if key not in valid:
-            raise ConfigError(f"{key}: unknown section; valid sections are: {', '.join(valid)}")
+    reject_unknown(raw, ("action", "compare", "entries", "scale"), what="section")
     action = resolve_action(reg, raw.get("action", DEFAULT_ACTION))
     sec = raw.get("compare", {})
     if not isinstance(sec, Mapping):
@@ -88,9 +85,7 @@ def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) ->
         where = f"entries[{i}]"
         if not isinstance(e, Mapping):
             raise ConfigError(f"{where}: must be a table with keys {', '.join(ENTRY_KEYS)}")
-        for key in e:
-            if key not in ENTRY_KEYS:
-                raise ConfigError(f"{where}.{key}: unknown key; valid keys are: {', '.join(ENTRY_KEYS)}")
+        reject_unknown(e, ENTRY_KEYS, where)
         entry: dict[str, Any] = {}
         if "model" in e:
             entry["model"] = resolve_component(reg, "model", _table(e["model"], f"{where}.model"), f"{where}.model")

@@ -8,7 +8,7 @@ A component (action, model, sampler, observable) declares its parameters as ``Pa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,15 @@ class Param:
         return d
 
 
+def reject_unknown(keys: Iterable[str], valid: Iterable[str], where: str = "", what: str = "key") -> None:
+    """ConfigError for the first key not in ``valid``, naming it (dotted under ``where``) and listing the valid ones."""
+    valid = sorted(valid)
+    for key in keys:
+        if key not in valid:
+            dotted = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"{dotted}: unknown {what}; valid {what}s are: {', '.join(valid) or '(none)'}")
+
+
 def validate_params(
     params: Sequence[Param], given: Mapping[str, Any], where: str, ignore: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -143,13 +152,8 @@ def validate_params(
     Keys in ``ignore`` (e.g. ``name``) are skipped silently.
     """
     known = {p.name: p for p in params}
+    reject_unknown((k for k in given if k not in ignore), known, where)
     out: dict[str, Any] = {}
-    for key in given:
-        if key in ignore:
-            continue
-        if key not in known:
-            valid = ", ".join(sorted(known)) or "(none)"
-            raise ConfigError(f"{where}.{key}: unknown key; valid keys are: {valid}")
     for p in params:
         if p.name in given:
             out[p.name] = p.validate(given[p.name], f"{where}.{p.name}")

@@ -9,13 +9,22 @@ from typing import Any
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """pyplot on the non-interactive Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close a figure; returns its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
 
 
 def _title(summary: Mapping[str, Any]) -> str:
@@ -30,7 +39,7 @@ def plot_training(summary, out: Path) -> Path | None:
               if e.get("training") and e["training"].get("curve")]
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, curve in curves:
         t = [r.get("time") for r in curve]
@@ -47,16 +56,12 @@ def plot_training(summary, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training: " + _title(summary))
-    fig.tight_layout()
-    path = out / "training.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "training.png")
 
 
 def plot_tau(summary, out: Path) -> Path:
     """tau_int of |m| and m^2 per entry with Gamma-method error bars (log scale)."""
-    plt = _plt()
+    plt = pyplot()
     entries = summary["entries"]
     labels = [e["label"] for e in entries]
     x = np.arange(len(labels))
@@ -72,11 +77,7 @@ def plot_tau(summary, out: Path) -> Path:
     ax.set_title("Integrated autocorrelation time: " + _title(summary), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = out / "tau_int.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "tau_int.png")
 
 
 def _plotdata(out: Path, label: str) -> dict[str, np.ndarray]:
@@ -89,7 +90,7 @@ def _plotdata(out: Path, label: str) -> dict[str, np.ndarray]:
 
 def plot_histograms(summary, out: Path) -> Path:
     """Histograms of the magnetisation m (all entries) and of log-weights (model entries)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     any_w = False
     for e in summary["entries"]:
@@ -113,11 +114,7 @@ def plot_histograms(summary, out: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(_title(summary))
-    fig.tight_layout()
-    path = out / "histograms.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "histograms.png")
 
 
 def plot_correlator(summary, out: Path, key: str = "zero_momentum_correlator") -> Path | None:
@@ -125,7 +122,7 @@ def plot_correlator(summary, out: Path, key: str = "zero_momentum_correlator") -
     series = [(e["label"], e["observables"][key]) for e in summary["entries"] if key in e["observables"]]
     if not series:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     n = len(series)
     for i, (label, o) in enumerate(series):
@@ -139,11 +136,7 @@ def plot_correlator(summary, out: Path, key: str = "zero_momentum_correlator") -
     ax.set_title(_title(summary), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "correlator.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "correlator.png")
 
 
 def compare_plots(summary, out: Path) -> list[Path]:

@@ -127,11 +127,9 @@ def _reference_xi(summary: Mapping[str, Any]) -> tuple[float, float]:
 
 def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
     """Log-log plot of tau_int(chi) against xi with fitted power laws, and acceptance against xi."""
-    import matplotlib
+    from .plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     for label, fit in result["fits"].items():
         rs = [r for r in result["rows"] if r["label"] == label]
@@ -160,8 +158,4 @@ def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
         a.grid(alpha=0.3, which="both")
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "scale.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "scale.png")
