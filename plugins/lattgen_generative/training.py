@@ -45,16 +45,7 @@ def train_reverse_kl(
             f"q (train it on data with train_on_data)"
         )
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(n_steps):
-        loss = reverse_kl_loss(model, action, batch_size, generator).mean()
-        _check_finite(loss, step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return _adam_loop(model, lambda: reverse_kl_loss(model, action, batch_size, generator).mean(), n_steps, lr)
 
 
 def train_on_data(
@@ -68,13 +59,21 @@ def train_on_data(
     model.lattice.check_field(data)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     data = data.to(device=model.device, dtype=model.dtype)
-    takes_generator = "generator" in inspect.signature(model.data_loss).parameters
+    kwargs = {"generator": generator} if "generator" in inspect.signature(model.data_loss).parameters else {}
+
+    def batch_loss() -> torch.Tensor:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=model.device)
+        return model.data_loss(data[idx], **kwargs)
+
+    return _adam_loop(model, batch_loss, n_steps, lr)
+
+
+def _adam_loop(model: GenerativeModel, loss_fn, n_steps: int, lr: float) -> list[float]:
+    """n_steps of Adam on ``loss_fn()``, stopping with a TrainingError on a non-finite loss."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for step in range(n_steps):
-        idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator, device=model.device)
-        kwargs = {"generator": generator} if takes_generator else {}
-        loss = model.data_loss(data[idx], **kwargs)
+        loss = loss_fn()
         _check_finite(loss, step)
         opt.zero_grad()
         loss.backward()
