@@ -26,3 +26,14 @@ def registry():
     from lattgen.registry import get_registry
 
     return get_registry()
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one torch thread is several times faster than two on a shared 2-core
+    machine (tiny ops only add synchronisation). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,13 +19,7 @@ from lattgen import ConfigError, Lattice
 from lattgen.model import standard_normal_log_prob
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensors: one thread is several times faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomise(model: torch.nn.Module, scale: float, seed: int) -> None:

@@ -96,13 +96,7 @@ class NoisyDensity(GenerativeModel):
         return self.base.log_prob(phi) + self._log_xi(phi, generator, -1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These chains are bound by many tiny tensor ops, which extra threads only slow down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def free_action(shape=SHAPE, beta=BETA) -> Phi4Action:

@@ -24,12 +24,7 @@ else:  # pragma: no cover
 TINY_AFFINE = {"name": "affine", "n_layers": 2, "hidden": [4]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(registry, L=4, beta=0.3, model=None, **train):

@@ -36,13 +36,7 @@ from lattgen.train import (
 SHAPE, BETA = [6, 6], 0.2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models: extra threads only add synchronisation on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class KineticSpectrum(Bijection):

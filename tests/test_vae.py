@@ -18,13 +18,7 @@ from lattgen.fourier import sample_gaussian_field
 from lattgen.sampler import metropolis_accept
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensors: one thread is several times faster than two on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def free_field(shape, beta):
