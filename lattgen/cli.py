@@ -131,7 +131,8 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
         from .config import apply_overrides
         from .rundir import load_trained
 
-        base, action, model = load_trained(path, reg)
+        # the action is rebuilt from the (possibly overridden) config below, not reused from here
+        base, _, model = load_trained(path, reg)
         # the run's own [sampler] is the default one (hmc); a trained model proposes through imh
         base["sampler"] = {"name": "imh"}
         raw = apply_overrides(base, overrides)
