@@ -61,6 +61,9 @@ TRAIN_PARAMS: tuple[Param, ...] = (
           nullable=True),
     Param("dtype", "str", "float32", "floating-point type of the model during training",
           choices=("float32", "float64")),
+    Param("curriculum", "any", None, "stages trained first, each a table of [action] overrides and "
+          "its budget fraction, e.g. [{lattice = [8, 8], beta = 0.577, fraction = 0.25}] "
+          "(lattgen/curriculum.py)", nullable=True),
 )
 
 SECTIONS = ("action", "model", "sampler", "train", "run")

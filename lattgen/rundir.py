@@ -7,6 +7,8 @@ A run directory holds
     model.pt        the final model state_dict (written when the budget is used up)
     metrics.jsonl   one JSON record per train.log_every steps
     results.json    later, from sampling (written by the sample pipeline, not here)
+    curriculum/     with [train] curriculum: one run directory per stage (lattgen/curriculum.py)
+    curriculum.json with [train] curriculum: every stage's lattice, steps and training time
 
 ``train_run`` builds the action and model through ``lattgen.build`` and trains into the
 directory, resuming when it holds a checkpoint of the same action and model; ``load_trained``
@@ -30,6 +32,13 @@ else:  # pragma: no cover
 from .action import Action
 from .build import build_action, build_model, make_generator
 from .config import dumps_toml, load_toml, resolve_config, write_toml
+from .curriculum import (
+    CURRICULUM_DIR,
+    final_train_section,
+    parse_curriculum,
+    stage_train_section,
+    write_record,
+)
 from .errors import ConfigError, LattgenError, RunDirError
 from .model import GenerativeModel
 from .registry import Registry, get_registry
@@ -114,11 +123,32 @@ def train_run(
     With ``resume`` and a checkpoint in ``out_dir``, continues it (refusing with RunDirError if
     config.toml there names another action or model); ``init_from`` (a finished run
     directory) initialises a fresh model's weights, and is ignored when resuming a checkpoint.
+    With ``[train] curriculum`` the stages train first (``train_curriculum``).
     """
     reg = registry or get_registry()
     for sec in ("action", "model", "train"):
         if sec not in resolved_config:
             raise ConfigError(f"[{sec}]: required section is missing for training")
+    if parse_curriculum(resolved_config):
+        return train_curriculum(resolved_config, out_dir, registry=reg, progress=progress,
+                                resume=resume, init_from=init_from)
+    return _train_single(resolved_config, out_dir, registry=reg, progress=progress, resume=resume,
+                         init_from=init_from)
+
+
+def _train_single(
+    resolved_config: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    registry: Registry,
+    progress: Progress | None,
+    resume: bool,
+    init_from: str | Path | None,
+    budget: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """One training run into ``out_dir``; ``budget`` replaces the [train] section passed to the trainer
+    (config.toml keeps the config's own)."""
+    reg = registry
     config = dict(resolved_config)
     run = config.get("run") or resolve_config({"action": config["action"]}, reg)["run"]
     config["run"] = run
@@ -135,8 +165,58 @@ def train_run(
         initialise_from(model, init_from, reg)
     write_toml(config, out / CONFIG)
     generator = make_generator(run["seed"], run["device"])
-    return train(model, action, config["train"], out_dir=out, generator=generator,
+    return train(model, action, budget or config["train"], out_dir=out, generator=generator,
                  device=run["device"], progress=progress, resume=resume)
+
+
+def train_curriculum(
+    resolved_config: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    registry: Registry,
+    progress: Progress | None = None,
+    resume: bool = True,
+    init_from: str | Path | None = None,
+) -> TrainResult:
+    """``train_run`` with ``[train] curriculum``: each stage, then the config's own action (curriculum.py).
+
+    Every stage is a run directory of its own under ``out_dir/curriculum``, initialised from the
+    previous one (the first from ``init_from``, if given); all stages' actions and the model's
+    lattice transfer are checked before anything trains. Returns the final stage's TrainResult.
+    """
+    stages = parse_curriculum(resolved_config)
+    config = dict(resolved_config)
+    out = Path(out_dir)
+    for i, stage in enumerate(stages):  # fail fast: every stage's action must build
+        try:
+            build_action(stage.action, registry)
+        except LattgenError as exc:
+            raise ConfigError(f"train.curriculum[{i}]: {exc}") from None
+    seed = (config.get("run") or {}).get("seed", 0)
+    model = seeded_model(config["model"], build_action(config["action"], registry), seed, registry)
+    if not getattr(model, "fully_convolutional", True):
+        raise ConfigError(f"train.curriculum: model {config['model'].get('name')!r} has weights tied to one "
+                          "lattice (dense conditioner or per-momentum spectrum); it cannot move between sizes")
+    record: list[dict[str, Any]] = []
+    previous = init_from
+    for stage in stages:
+        stage_config = {**config, "action": stage.action,
+                        "train": stage_train_section(config["train"], stage.fraction)}
+        stage_dir = out / CURRICULUM_DIR / stage.name
+        result = train_run(stage_config, stage_dir, registry=registry, progress=progress,
+                           resume=resume, init_from=previous)
+        record.append({"dir": str(Path(CURRICULUM_DIR) / stage.name), "lattice": stage.action.get("lattice"),
+                       "action": stage.action, "steps": result.step, "elapsed_s": result.elapsed_s,
+                       "metrics": result.metrics})
+        previous = stage_dir
+    spent_s = sum(r["elapsed_s"] for r in record)
+    spent_steps = sum(r["steps"] for r in record)
+    final = _train_single(config, out, registry=registry, progress=progress, resume=resume,
+                          init_from=previous, budget=final_train_section(config["train"], spent_s, spent_steps))
+    record.append({"dir": ".", "lattice": config["action"].get("lattice"), "action": dict(config["action"]),
+                   "steps": final.step, "elapsed_s": final.elapsed_s, "metrics": final.metrics})
+    write_record(out, record)
+    return final
 
 
 def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple[dict[str, Any], Action, GenerativeModel]:

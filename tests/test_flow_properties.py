@@ -11,10 +11,14 @@ would be the identity), in float64 on small lattices of dimensions 1, 2 and 3:
 * finite outputs for |z| up to 1e3;
 * lattice-size transfer: built at another L, the trained state_dict loads, and on a periodically
   repeated field the flow gives the periodically repeated output.
+
+A model is tested on the shapes of ``MODEL_SHAPES`` it can be built for (a multigrid model needs
+extents divisible by 2^levels); every model must accept at least two of them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -22,7 +26,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lattgen import Lattice
+from lattgen import Lattice, LatticeError
 from lattgen.model import Bijection, FlowModel
 from lattgen.registry import get_registry
 
@@ -30,9 +34,11 @@ REG = get_registry()
 SHAPES = [(4,), (4, 4), (2, 6), (2, 2, 4)]
 #: extra parameter sets of built-in layers, so their options are tested as well as their defaults
 VARIANTS = {
-    "affine_coupling": [{"network": "dense"}, {"parity": 1, "activation": "leaky_relu", "hidden": [4]}],
+    "affine_coupling": [{"network": "dense"}, {"parity": 1, "activation": "leaky_relu", "hidden": [4]},
+                        {"sites": "fine"}],
+    "prolong": [{"a": 0.4, "b": 2.5}],
     "spline_coupling": [{"parity": 1, "tail_bound": 2.0, "bins": 3}],
-    "z2_spline_coupling": [{"parity": 1, "network": "dense"}],
+    "z2_spline_coupling": [{"parity": 1, "network": "dense"}, {"sites": "fine"}],
     "z2_affine_coupling": [{"kernel_size": 5, "hidden": [4, 4, 4]}],
     "free_field": [{"spectrum": "momentum"}, {"learnable": False, "a": 0.3, "b": 2.0}],
 }
@@ -42,6 +48,8 @@ LAYER_CASES = [
     for i, params in enumerate([{}] + VARIANTS.get(spec.name, []))
 ]
 MODEL_NAMES = REG.names("model")
+#: shapes offered to models: the layer shapes plus lattices a two-level multigrid model accepts
+MODEL_SHAPES = [*SHAPES, (8,), (4, 8), (4, 4, 4)]
 seeds = st.integers(0, 2**31 - 1)
 shapes = st.sampled_from(SHAPES)
 few = settings(max_examples=6, deadline=None)
@@ -68,6 +76,25 @@ def build_layer(name: str, params: dict, shape, seed: int) -> Bijection:
 def phi4(shape, lam: float = 0.5):
     """A phi^4 action on ``shape`` in the ordered-but-stable range of every dimension tested."""
     return REG.get("action", "phi4").factory(Lattice(shape), beta=0.8 / len(shape), lam=lam)
+
+
+@functools.cache
+def model_shapes(name: str) -> tuple[tuple[int, ...], ...]:
+    """The shapes of MODEL_SHAPES the model builds on with its defaults (LatticeError excludes one)."""
+    ok = []
+    for shape in MODEL_SHAPES:
+        try:
+            REG.get("model", name).build(phi4(shape))
+        except LatticeError:
+            continue
+        ok.append(shape)
+    return tuple(ok)
+
+
+def draw_shape(data, name: str, small: bool = False):
+    """A shape the model accepts (``small``: at most 16 sites, for the doubled-lattice test)."""
+    options = [s for s in model_shapes(name) if not small or math.prod(s) <= 16]
+    return data.draw(st.sampled_from(options), label="shape")
 
 
 def build_model(name: str, shape, seed: int) -> FlowModel:
@@ -174,9 +201,15 @@ def test_layer_runs_at_another_lattice_size(name, params, shape, seed, reps):
 
 # -- models ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_accepts_test_shapes(name):
+    assert len(model_shapes(name)) >= 2, f"model {name} builds on none or one of {MODEL_SHAPES}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 @settings(max_examples=3, deadline=None)
-@given(shape=shapes, seed=seeds)
-def test_model_flow_properties(name, shape, seed):
+@given(data=st.data(), seed=seeds)
+def test_model_flow_properties(name, data, seed):
+    shape = draw_shape(data, name)
     model = build_model(name, shape, seed)
     check_bijection(model.flow, shape, seed)
     check_z2(model.flow, shape, seed)
@@ -185,8 +218,9 @@ def test_model_flow_properties(name, shape, seed):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @settings(max_examples=3, deadline=None)
-@given(shape=shapes, seed=seeds)
-def test_model_density_is_consistent(name, shape, seed):
+@given(data=st.data(), seed=seeds)
+def test_model_density_is_consistent(name, data, seed):
+    shape = draw_shape(data, name)
     model = build_model(name, shape, seed)
     phi, log_q = model.sample(4, torch.Generator().manual_seed(seed))
     assert phi.shape == (4, *shape) and phi.dtype == torch.float64
@@ -197,8 +231,9 @@ def test_model_density_is_consistent(name, shape, seed):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 @settings(max_examples=3, deadline=None)
-@given(shape=st.sampled_from([(4,), (4, 4), (2, 2, 4)]), seed=seeds)
-def test_model_runs_at_another_lattice_size(name, shape, seed):
+@given(data=st.data(), seed=seeds)
+def test_model_runs_at_another_lattice_size(name, data, seed):
+    shape = draw_shape(data, name, small=True)
     model = build_model(name, shape, seed)
     if not getattr(model, "fully_convolutional", True):
         pytest.skip(f"model {name} is not fully convolutional")

@@ -2,7 +2,9 @@
 
 Sites of colour ``parity`` (sum_mu x_mu = parity mod 2) are *active*: they are transformed
 elementwise by a monotone map whose parameters a conditioner network computes from the
-*frozen* sites (the other colour). The Jacobian is triangular, so
+*frozen* sites (the other colour). With ``sites = "fine"`` the coarse sites (every coordinate
+even, see ``multigrid.py``) are never active: they stay frozen, so a multigrid level can read
+its coarse field back in the inverse. The Jacobian is triangular, so
 log|det| = sum over active sites of log|dy'/dy|. Subclasses give the number of parameter
 channels and the elementwise ``transform``.
 """
@@ -12,17 +14,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lattgen.errors import ConfigError
 from lattgen.lattice import Lattice
 
 from .lattice_layer import LatticeBijection
+
+#: which sites of the colour a coupling updates: all of them, or the fine ones (coarse frozen)
+SITES = ("all", "fine")
 
 
 class CheckerboardCoupling(LatticeBijection):
     """z -> phi: frozen sites copied, active sites y -> transform(y; conditioner(frozen))."""
 
-    def __init__(self, lattice: Lattice, parity: int, conditioner: nn.Module):
+    def __init__(self, lattice: Lattice, parity: int, conditioner: nn.Module, sites: str = "all"):
         super().__init__(lattice)
+        if sites not in SITES:
+            raise ConfigError(f"coupling sites {sites!r} is unknown; choose one of: {', '.join(SITES)}")
         self.parity = int(parity)
+        self.sites = sites
         self.conditioner = conditioner
         self.build_buffers(lattice, torch.device("cpu"), torch.get_default_dtype())
 
@@ -36,6 +45,8 @@ class CheckerboardCoupling(LatticeBijection):
         if check is not None:
             check(lattice.shape)
         active = lattice.checkerboard(self.parity, device=device, dtype=torch.bool)
+        if self.sites == "fine":
+            active = active & (lattice.coordinates(device) % 2).any(-1)
         self.register_buffer("active", active, persistent=False)
 
     def transform(
@@ -59,4 +70,4 @@ class CheckerboardCoupling(LatticeBijection):
         return self._couple(phi, inverse=True)
 
     def extra_repr(self) -> str:
-        return f"parity={self.parity}"
+        return f"parity={self.parity}" + (f", sites={self.sites!r}" if self.sites != "all" else "")

@@ -17,7 +17,7 @@ from lattgen.errors import LatticeError
 from lattgen.lattice import Lattice
 from lattgen.model import Bijection, FlowModel, standard_normal_log_prob
 
-from .lattice_layer import LatticeBijection
+from .lattice_layer import relattice_tree
 
 
 class LatticeFlowModel(FlowModel):
@@ -59,9 +59,7 @@ class LatticeFlowModel(FlowModel):
                 f"this model has layers tied to lattice {list(self.lattice.shape)} (dense conditioner or "
                 f"per-momentum spectrum) and cannot move to {list(lattice.shape)}"
             )
-        for m in self.flow.modules():
-            if isinstance(m, LatticeBijection):
-                m.relattice(lattice)
+        relattice_tree(self.flow, lattice)
         self.lattice = lattice
         return self
 

@@ -64,3 +64,16 @@ class LatticeBijection(Bijection):
     def site_sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over the lattice axes: (batch, *shape) -> (batch,)."""
         return x.sum(dim=tuple(range(1, x.dim())))
+
+
+def relattice_tree(module: nn.Module, lattice: Lattice) -> None:
+    """Move every outermost LatticeBijection under ``module`` to ``lattice``.
+
+    Descends through containers (Composition, ModuleList) but not into a LatticeBijection: one
+    that holds layers on another lattice (a multigrid level's coarse flow) moves them itself.
+    """
+    if isinstance(module, LatticeBijection):
+        module.relattice(lattice)
+        return
+    for child in module.children():
+        relattice_tree(child, lattice)

@@ -18,9 +18,10 @@ from lattgen.lattice import Lattice
 from lattgen.model import Bijection, Composition
 
 from .affine import make_affine_coupling
-from .free_field import FreeFieldLayer, GlobalRescale
+from .free_field import FreeFieldLayer, GlobalRescale, fit_kinetic
 from .free_field_init import exact_propagator, kinetic_guess
 from .flow_model import LatticeFlowModel
+from .multigrid import build_multigrid, check_levels
 from .spline import PointwiseOddSpline, make_spline_coupling
 
 
@@ -32,6 +33,17 @@ def start_free_field(layer: FreeFieldLayer, action: Action) -> FreeFieldLayer:
     elif layer.spectrum == "kinetic":
         layer.set_kinetic(*kinetic_guess(action))
     return layer
+
+
+def gaussian_kinetic(action: Action) -> tuple[float, float]:
+    """(a, b) of the action's Gaussian part 1/G~ = a p_hat^2 + b: fitted to the exact propagator
+    if known and of that form, else ``kinetic_guess``."""
+    prop = exact_propagator(action)
+    if prop is not None:
+        a, b, _ = fit_kinetic(1.0 / prop, action.lattice)
+        if a > 0 and b > 0:
+            return a, b
+    return kinetic_guess(action)
 
 
 def free_field_layer(action: Action, spectrum: str = "kinetic", learnable: bool = True) -> FreeFieldLayer:
@@ -152,3 +164,26 @@ def make_gaussian_model(action: Action, spectrum: str, learnable: bool, rescale:
     if rescale:
         stack.append(GlobalRescale(action.lattice, 1.0, learnable))
     return LatticeFlowModel(action.lattice, Composition(stack))
+
+
+def make_multigrid_model(
+    action: Action, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
+    coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
+    tail_bound: float, path_gradient: bool = True,
+) -> LatticeFlowModel:
+    """Multigrid flow (``multigrid.py``): coarse flow on the L/2^k sublattices, interpolation, refinement."""
+    lat = action.lattice
+    check_levels(lat, levels)
+    if coupling not in ("affine", "spline"):
+        raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
+
+    def make_coupling(lattice: Lattice, parity: int, sites: str) -> Bijection:
+        if coupling == "affine":
+            return make_affine_coupling(lattice, parity, hidden, kernel_size, activation, "conv",
+                                        z2=True, sites=sites)
+        return make_spline_coupling(lattice, parity, hidden, kernel_size, activation, "conv", bins,
+                                    tail_bound, z2=True, sites=sites)
+
+    stack = build_multigrid(lat, gaussian_kinetic(action), levels, make_coupling, coarse_layers,
+                            refine_layers, smooth_layers)
+    return LatticeFlowModel(lat, Composition(stack), path_gradient)

@@ -1,4 +1,4 @@
-"""Hook implementations of the flows plugin: flow layers and the models affine, spline, equivariant, gaussian.
+"""Hook implementations of the flows plugin: flow layers and the models affine, spline, equivariant, gaussian, multigrid.
 
 Every factory imports its implementation lazily (no import-time work, DESIGN.md).
 """
@@ -42,7 +42,10 @@ def free_field(default):
                  "start with the free-field FFT layer (exact propagator, else a kinetic guess; learnable)")
 
 
-COUPLING_PARAMS = (PARITY, hidden((16, 16)), KERNEL, ACTIVATION, NETWORK)
+SITES = Param("sites", "str", "all",
+              "sites of the colour it updates: all, or fine (sites with an odd coordinate; the coarse "
+              "sublattice of a multigrid level stays frozen)", choices=("all", "fine"))
+COUPLING_PARAMS = (PARITY, hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, SITES)
 SPLINE_PARAMS = (*COUPLING_PARAMS, BINS, TAIL)
 
 
@@ -91,6 +94,13 @@ def make_free_field(lattice, spectrum, learnable, a, b, from_action):
     return layer
 
 
+def make_prolong(lattice, **params):
+    """Multigrid prolongation: fine sites from the Gaussian conditional given the coarse sites (kept)."""
+    from .multigrid import GaussianProlong
+
+    return GaussianProlong(lattice, **params)
+
+
 def make_rescale(lattice, **params):
     """Global rescaling phi = e^c z with one learnable number c."""
     from .free_field import GlobalRescale
@@ -112,6 +122,10 @@ def lattgen_register_layers(register):
         Param("b", "float", 1.0, "initial b of 1/G~(p) = a p_hat^2 + b", min=0, min_exclusive=True),
         Param("from_action", "bool", True,
               "inside a model: start from the action's propagator (or kinetic guess) instead of a, b"),
+    ))
+    register("prolong", make_prolong, params=(
+        Param("a", "float", 1.0, "initial a of the Gaussian 1/G~(p) = a p_hat^2 + b", min=0, min_exclusive=True),
+        Param("b", "float", 1.0, "initial b of the Gaussian 1/G~(p) = a p_hat^2 + b", min=0, min_exclusive=True),
     ))
     register("rescale", make_rescale, params=(
         Param("scale", "float", 1.0, "initial factor e^c", min=0, min_exclusive=True),
@@ -141,6 +155,13 @@ def make_equivariant_model(action, **params):
     return make(action, **params)
 
 
+def make_multigrid_model(action, **params):
+    """Multigrid flow: coarse flow on the L/2 sublattice, Gaussian prolongation, refinement couplings (recursive)."""
+    from .models import make_multigrid_model as make
+
+    return make(action, **params)
+
+
 def make_gaussian_model(action, **params):
     """Free-field layer (+ rescale) alone: exact (acceptance 1) on free fields."""
     from .models import make_gaussian_model as make
@@ -164,6 +185,18 @@ def lattgen_register_models(register):
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
         Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
         LAYERS,
+    ))
+    register("multigrid", make_multigrid_model, params=(
+        Param("levels", "int", 2, "number of levels: the coarsest lattice is L / 2^(levels-1) "
+              "(extents must be divisible by 2^levels)", min=1),
+        Param("coarse_layers", "int", 4, "couplings at the coarsest level (after its free-field layer)", min=0),
+        Param("refine_layers", "int", 2, "couplings per finer level on its fine sites only "
+              "(conditioned on the coarse field)", min=0),
+        Param("smooth_layers", "int", 2, "couplings per finer level on all sites, after refinement", min=0),
+        Param("coupling", "str", "spline", "Z2-equivariant coupling type: spline or affine",
+              choices=("affine", "spline")),
+        hidden((16, 16)), KERNEL, ACTIVATION, BINS, TAIL,
+        Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
     ))
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,

@@ -83,8 +83,9 @@ def split_spline_params(params: torch.Tensor, bins: int, n_slopes: int):
 class SplineCoupling(CheckerboardCoupling):
     """Checkerboard RQ-spline coupling with identity tails outside [-tail_bound, tail_bound]."""
 
-    def __init__(self, lattice: Lattice, parity: int, conditioner: nn.Module, bins: int, tail_bound: float):
-        super().__init__(lattice, parity, conditioner)
+    def __init__(self, lattice: Lattice, parity: int, conditioner: nn.Module, bins: int, tail_bound: float,
+                 sites: str = "all"):
+        super().__init__(lattice, parity, conditioner, sites)
         self.bins = bins
         self.tail_bound = float(tail_bound)
 
@@ -97,7 +98,7 @@ class SplineCoupling(CheckerboardCoupling):
         return rq_spline(y, w, h, d, inverse, self.tail_bound)
 
     def extra_repr(self) -> str:
-        return f"parity={self.parity}, bins={self.bins}, tail_bound={self.tail_bound}"
+        return f"{super().extra_repr()}, bins={self.bins}, tail_bound={self.tail_bound}"
 
 
 class Z2SplineCoupling(SplineCoupling):
@@ -141,13 +142,14 @@ def make_spline_coupling(
     bins: int = 8,
     tail_bound: float = 4.0,
     z2: bool = False,
+    sites: str = "all",
 ) -> SplineCoupling:
     """RQ-spline coupling on ``lattice``; ``z2=True`` gives the odd-spline equivariant version."""
     check_spline_params(bins, tail_bound)
     cls = Z2SplineCoupling if z2 else SplineCoupling
     odd = Z2SplineCoupling.odd_channels(bins) if z2 else None
     net = make_conditioner(network, lattice.shape, cls.n_channels(bins), hidden, kernel_size, activation, odd)
-    return cls(lattice, parity, net, bins, tail_bound)
+    return cls(lattice, parity, net, bins, tail_bound, sites)
 
 
 class PointwiseOddSpline(LatticeBijection):
