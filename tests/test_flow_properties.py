@@ -130,16 +130,46 @@ def tile(x: torch.Tensor, reps) -> torch.Tensor:
     return x.repeat(1, *reps)
 
 
+def jacobians(f, z: torch.Tensor) -> torch.Tensor:
+    """Dense autograd Jacobians d f(z)_i / d z_j per configuration, shape (batch, V, V)."""
+    n = z[0].numel()
+    return torch.stack([
+        torch.autograd.functional.jacobian(lambda x: f(x.unsqueeze(0))[0][0], zi).reshape(n, n) for zi in z
+    ])
+
+
+#: rounding error of one pass in units of eps * (amplification): a few operations per site;
+#: the failing random examples found by the dev profile stay below 1/30 of this bound
+ROUNDING_OPS = 16
+
+
+def assert_round_trip(x_back: torch.Tensor, x: torch.Tensor, y: torch.Tensor, inverse_jac: torch.Tensor,
+                      what: str) -> None:
+    """|x_back - x| within 1e-9 (relative and absolute), or the conditioning bound if larger.
+
+    Rounding y = f(x) by eps |y| moves the recovered x by up to eps (|d f^-1/dy| |y|) per site,
+    whatever the inverse does (a spline bin of slope 1e-6 loses six digits of x): an error
+    the inverse cannot avoid. Random weights make such maps; for well-conditioned layers the
+    bound is far below 1e-9 and the tolerance is the plain 1e-9.
+    """
+    eps = torch.finfo(y.dtype).eps
+    amplification = (inverse_jac.abs() @ y.detach().abs().flatten(1).unsqueeze(-1)).squeeze(-1).view_as(x)
+    tol = 1e-9 + 1e-9 * x.abs() + ROUNDING_OPS * eps * amplification
+    worst = float(((x_back - x).detach().abs() / tol).max())
+    assert worst <= 1, f"{what}: round-trip error {worst:.3g} x its tolerance"
+
+
 def check_bijection(bij: Bijection, shape, seed: int) -> None:
     """Round trips, Jacobian log-det and inverse log-det of one bijection on ``shape``."""
     z = field(shape, seed)
     phi, ld = bij.forward_and_log_det(z)
     assert phi.shape == z.shape and ld.shape == (z.shape[0],)
     z_back, ld_inv = bij.inverse_and_log_det(phi)
-    assert close(z_back, z), "z -> phi -> z"
+    assert_round_trip(z_back, z, phi, jacobians(bij.inverse_and_log_det, phi.detach()), "z -> phi -> z")
     assert close(ld_inv, -ld), "inverse log-det = - forward log-det"
-    phi2, _ = bij.forward_and_log_det(bij.inverse_and_log_det(z)[0])
-    assert close(phi2, z), "phi -> z -> phi"
+    z_inv = bij.inverse_and_log_det(z)[0]
+    phi2, _ = bij.forward_and_log_det(z_inv)
+    assert_round_trip(phi2, z, z_inv, jacobians(bij.forward_and_log_det, z_inv.detach()), "phi -> z -> phi")
     assert close(jacobian_log_det(bij.forward_and_log_det, z[:2]), ld[:2], 1e-8), "log-det vs autograd"
     assert close(jacobian_log_det(bij.inverse_and_log_det, z[:2]), bij.inverse_and_log_det(z[:2])[1], 1e-8)
 
