@@ -29,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from . import distributed
 from .action import Action
 from .build import build_action, build_model, make_generator
 from .config import dumps_toml, load_toml, resolve_config, write_toml
@@ -163,7 +164,8 @@ def _train_single(
     resuming = resume and (out / CHECKPOINT).is_file()
     if init_from is not None and not resuming:
         initialise_from(model, init_from, reg)
-    write_toml(config, out / CONFIG)
+    if distributed.is_main():  # torchrun: rank 0 alone writes the run directory
+        write_toml(config, out / CONFIG)
     generator = make_generator(run["seed"], run["device"])
     return train(model, action, budget or config["train"], out_dir=out, generator=generator,
                  device=run["device"], progress=progress, resume=resume)
@@ -215,7 +217,8 @@ def train_curriculum(
                           init_from=previous, budget=final_train_section(config["train"], spent_s, spent_steps))
     record.append({"dir": ".", "lattice": config["action"].get("lattice"), "action": dict(config["action"]),
                    "steps": final.step, "elapsed_s": final.elapsed_s, "metrics": final.metrics})
-    write_record(out, record)
+    if distributed.is_main():
+        write_record(out, record)
     return final
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .action import Action
 from .config import TRAIN_PARAMS
 from .errors import ConfigError, RunDirError, TrainingError
@@ -217,6 +218,25 @@ def forward_kl_objective(model: GenerativeModel, data: torch.Tensor, batch_size:
 
 # -- evaluation -----------------------------------------------------------------------------------
 @torch.no_grad()
+def evaluation_log_weights(model: GenerativeModel, action: Action, n: int, generator: torch.Generator,
+                           batch_size: int = 1024) -> torch.Tensor:
+    """float64 log-weights -S - log q of n fresh samples, drawn in eval mode (no gradients)."""
+    was_training = model.training
+    model.eval()
+    try:
+        log_w, _ = draw_weighted(model, action, n, generator=generator, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    return log_w
+
+
+def summarise_log_weights(log_w: torch.Tensor) -> dict[str, float]:
+    """The metrics of ``evaluate`` from a set of log-weights."""
+    summary = log_weight_summary(log_w)
+    summary.pop("finite_fraction")
+    return summary
+
+
 def evaluate(model: GenerativeModel, action: Action, n: int, generator: torch.Generator,
              batch_size: int = 1024) -> dict[str, float]:
     """Sampling quality of q on n fresh samples from log w = -S - log q (float64).
@@ -226,15 +246,7 @@ def evaluate(model: GenerativeModel, action: Action, n: int, generator: torch.Ge
     ``log_w_mean``, ``log_w_var``: mean and variance of log w (var -> 0 as q -> p; -mean is an
     estimate of KL(q||p) - log Z, like the loss).
     """
-    was_training = model.training
-    model.eval()
-    try:
-        log_w, _ = draw_weighted(model, action, n, generator=generator, batch_size=batch_size)
-    finally:
-        model.train(was_training)
-    summary = log_weight_summary(log_w)
-    summary.pop("finite_fraction")
-    return summary
+    return summarise_log_weights(evaluation_log_weights(model, action, n, generator, batch_size))
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -304,28 +316,38 @@ class _Interrupt:
 
 
 @contextmanager
-def deferred_interrupt():
+def deferred_interrupt(data_parallel: bool = False):
     """Defer SIGINT (Ctrl-C) to the next step boundary; a second Ctrl-C interrupts at once.
 
     Only in the main thread (elsewhere signals cannot be handled and nothing changes).
+    ``data_parallel``: SIGTERM is deferred too, and a repeated signal only repeats the request:
+    torchrun forwards the terminal's Ctrl-C (and a scheduler's SIGTERM) to every worker right
+    after the worker got its own, and kills them itself if they do not exit in time; an
+    immediate interrupt inside a step would leave the ranks at different steps.
     """
     flag = _Interrupt()
-    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if previous is None:  # not the main thread, or a handler installed outside Python: leave it
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    signums = (signal.SIGINT, signal.SIGTERM) if data_parallel else (signal.SIGINT,)
+    previous = {s: signal.getsignal(s) for s in signums}
+    if any(h is None for h in previous.values()):  # a handler installed outside Python: leave it
         yield flag
         return
 
     def handler(signum, frame):
-        if flag.requested:
-            signal.signal(signal.SIGINT, previous)
+        if flag.requested and not data_parallel:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
             raise KeyboardInterrupt
         flag.requested = True
 
-    signal.signal(signal.SIGINT, handler)
+    for s in signums:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # -- the trainer ----------------------------------------------------------------------------------
@@ -337,14 +359,75 @@ def _grad_norm(params: list[torch.nn.Parameter], clip: float) -> torch.Tensor:
     return torch.nn.utils.get_total_norm(grads)
 
 
+class _Objective(torch.nn.Module):
+    """The training loss as a module: DistributedDataParallel wraps modules and prepares its
+    gradient all-reduce in ``forward``, while the loss calls ``model.sample``, not ``model()``."""
+
+    def __init__(self, model: GenerativeModel, objective: Callable[[], torch.Tensor]):
+        super().__init__()
+        self.model = model
+        self._objective = objective
+
+    def forward(self) -> torch.Tensor:
+        return self._objective()
+
+
+def unused_parameters(model: GenerativeModel, probe: Callable[[], torch.Tensor]) -> list[str]:
+    """Names of trainable parameters that get no gradient from one evaluation of ``probe``
+    (a loss on a tiny batch from a throwaway generator); gradients are cleared afterwards."""
+    model.zero_grad(set_to_none=True)
+    probe().backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
+def data_parallel(model: GenerativeModel, objective: Callable[[], torch.Tensor],
+                  probe: Callable[[], torch.Tensor], device: torch.device) -> Callable[[], torch.Tensor]:
+    """``objective`` wrapped in DistributedDataParallel: calling it returns this rank's loss, and
+    its backward leaves the gradients averaged over the ranks (bucketed all-reduce overlapping
+    the backward pass). DDP broadcasts rank 0's parameters and buffers when it is built.
+    ``find_unused_parameters`` is switched on only if ``probe`` finds a parameter the loss does
+    not reach (it costs a graph traversal every step)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    unused = unused_parameters(model, probe)
+    # buffers (masks, lattice tables) are built identically everywhere: synced once at
+    # construction, never per forward (the keyword changed name in torch 2.13)
+    no_buffer_sync = ({"forward_sync_buffers": False}
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
+    return DistributedDataParallel(
+        _Objective(model, objective),
+        device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda" else None,
+        find_unused_parameters=bool(unused),
+        **no_buffer_sync,
+    )
+
+
+_NO_BAD_STEP = torch.iinfo(torch.int64).max
+
+
 class _Run:
-    """The mutable state of one training call: model, optimizer, RNGs, step and clock."""
+    """The mutable state of one training call: model, optimizer, RNGs, step and clock.
+
+    Data-parallel (a process group of W > 1 ranks, see ``lattgen.distributed``): every rank
+    holds the same model and optimizer state; ``tick`` shares rank 0's clock and any rank's
+    Ctrl-C, so every rank takes the same learning rate and stops at the same step; rank 0 alone
+    reads and writes files.
+    """
 
     def __init__(self, model, action, cfg, out_dir, generator, device, progress):
         self.model, self.action, self.cfg = model, action, cfg
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = device
-        self.progress = progress
+        self.dist = distributed.active()
+        self.world, self.rank = distributed.world(), distributed.rank()
+        self.main = self.rank == 0
+        self.progress = progress if self.main else None
         self.generator = generator
         self.eval_generator = torch.Generator(device=device)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -370,27 +453,58 @@ class _Run:
 
     # files ------------------------------------------------------------------------------------
     def path(self, name: str) -> Path | None:
-        return self.out_dir / name if self.out_dir is not None else None
+        """A file of the run directory, on rank 0 (None on other ranks or without a directory)."""
+        return self.out_dir / name if self.out_dir is not None and self.main else None
 
-    def restore(self, resume: bool) -> None:
-        """Continue from out_dir/checkpoint.pt when resuming; else start fresh (seed the eval stream)."""
+    def _read_checkpoint(self, resume: bool) -> dict[str, Any] | None:
         ckpt_path = self.path(CHECKPOINT)
         if resume and ckpt_path is not None and ckpt_path.is_file():
-            ckpt = load_checkpoint(ckpt_path)
+            return load_checkpoint(ckpt_path)
+        return None
+
+    def _restore_rng(self, rng: Mapping[str, Any]) -> None:
+        """This rank's training and evaluation streams from a checkpoint's RNG states.
+
+        A checkpoint of a data-parallel run holds every rank's states (``train_ranks``); resumed
+        with the same number of ranks, each continues its own stream (bit-identical resume). With
+        another number, rank 0 continues the saved main stream and rank r > 0 starts a stream
+        seeded with ``rank_seed(s, r)``, s drawn from that saved state.
+        """
+        if len(rng.get("train_ranks", ())) == self.world and self.world > 1:
+            self.generator.set_state(rng["train_ranks"][self.rank])
+            self.eval_generator.set_state(rng["eval_ranks"][self.rank])
+        elif self.rank == 0:
+            self.generator.set_state(rng["train"])
+            self.eval_generator.set_state(rng["eval"])
+        else:
+            saved = torch.Generator(device=self.device)
+            saved.set_state(rng["train"])
+            base = int(torch.randint(0, 2**62, (1,), generator=saved, device=self.device))
+            self.generator.manual_seed(distributed.rank_seed(base, self.rank))
+            seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.device)
+            self.eval_generator.manual_seed(int(seed))
+
+    def restore(self, resume: bool) -> None:
+        """Continue from out_dir/checkpoint.pt when resuming; else start fresh (seed the eval stream).
+
+        Data-parallel: rank 0 reads the checkpoint and every rank loads what it read.
+        """
+        ckpt_path = self.out_dir / CHECKPOINT if self.out_dir is not None else None
+        ckpt = distributed.run_on_main(self._read_checkpoint, resume) if self.dist else self._read_checkpoint(resume)
+        if ckpt is not None:
             try:
                 self.model.load_state_dict(ckpt["model"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])
             except (RuntimeError, ValueError, KeyError) as exc:
                 raise RunDirError(f"{ckpt_path} does not fit this model ({exc}); train into a new "
                                   "directory or delete the checkpoint") from None
-            self.generator.set_state(ckpt["rng"]["train"])
-            self.eval_generator.set_state(ckpt["rng"]["eval"])
+            self._restore_rng(ckpt["rng"])
             self.step = int(ckpt["step"])
             self.elapsed_base = float(ckpt["elapsed_s"])
             self.last_checkpoint_step = self.step
             self.metrics = dict(ckpt.get("metrics", {}))
         else:
-            if not resume and self.out_dir is not None:  # starting over: no stale files
+            if not resume and self.path(CHECKPOINT) is not None:  # starting over: no stale files
                 for name in (CHECKPOINT, MODEL):
                     self.path(name).unlink(missing_ok=True)
             seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.device)
@@ -400,9 +514,28 @@ class _Run:
         if metrics_path is not None:
             truncate_metrics(metrics_path, self.step)
 
+    def tick(self, interrupt_requested: bool) -> tuple[float, bool]:
+        """(training seconds, stop for Ctrl-C) at a step boundary: this process's clock and flag,
+        or, data-parallel, rank 0's clock and any rank's flag (one all-reduce of two host numbers),
+        so every rank takes the same learning rate and budget decision."""
+        if not self.dist:
+            return self.elapsed(), interrupt_requested
+        shared = torch.tensor([self.elapsed() if self.main else 0.0, 1.0 if interrupt_requested else 0.0],
+                              dtype=torch.float64)
+        elapsed, stop = distributed.all_reduce_sum(shared).tolist()
+        return elapsed, stop > 0
+
+    def first_bad_step(self) -> int:
+        """The first step whose loss or gradient norm was NaN/inf (-1: none); over all ranks."""
+        if not self.dist:
+            return int(self.bad_step)
+        bad = torch.where(self.bad_step < 0, _NO_BAD_STEP, self.bad_step).reshape(1)
+        bad = int(distributed.all_reduce_min(bad))
+        return -1 if bad == _NO_BAD_STEP else bad
+
     def check_finite(self) -> None:
         """Raise TrainingError if a loss or gradient was NaN/inf since the last check (one sync)."""
-        bad = int(self.bad_step)
+        bad = self.first_bad_step()
         if bad < 0:
             return
         kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) in {self.out_dir} was kept"
@@ -413,33 +546,55 @@ class _Run:
         )
 
     def save_checkpoint(self) -> None:
-        path = self.path(CHECKPOINT)
-        if path is None:
+        """Write checkpoint.pt (rank 0; every rank's RNG states when data-parallel)."""
+        if self.out_dir is None:
             return
         self.check_finite()  # never overwrite a good checkpoint with NaN weights
-        atomic_save({
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
-            "step": self.step,
-            "elapsed_s": self.elapsed(),
-            "rng": {"train": self.generator.get_state(), "eval": self.eval_generator.get_state()},
-            "train": {k: v for k, v in self.cfg.items() if v is not None},
-            "metrics": {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))},
-        }, path)
+        rng = {"train": self.generator.get_state(), "eval": self.eval_generator.get_state()}
+        if self.dist:
+            states = distributed.all_gather_object((rng["train"], rng["eval"]))
+            rng["train_ranks"] = [s[0] for s in states]
+            rng["eval_ranks"] = [s[1] for s in states]
+        path = self.path(CHECKPOINT)
+        if path is not None:
+            atomic_save({
+                "format": CHECKPOINT_FORMAT,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(),
+                "step": self.step,
+                "elapsed_s": self.elapsed(),
+                "world_size": self.world,
+                "rng": rng,
+                "train": {k: v for k, v in self.cfg.items() if v is not None},
+                "metrics": {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))},
+            }, path)
         self.last_checkpoint_step = self.step
+
+    def evaluate(self) -> dict[str, float]:
+        """The metrics of ``evaluate`` on eval_batch fresh samples; data-parallel, each rank draws
+        its share from its own stream and the log-weights are gathered (same numbers on every rank)."""
+        n, batch = self.cfg["eval_batch"], max(self.cfg["batch_size"], 256)
+        if not self.dist:
+            return evaluate(self.model, self.action, n, self.eval_generator, batch_size=batch)
+        count, _ = distributed.split(n, self.world, self.rank)
+        local = (evaluation_log_weights(self.model, self.action, count, self.eval_generator,
+                                        batch_size=max(batch // self.world, 1))
+                 if count > 0 else torch.zeros(0, dtype=torch.float64))
+        return summarise_log_weights(torch.cat(distributed.gather_tensors(local)))
 
     def log(self) -> None:
         """Check finiteness, evaluate, append a metrics record (one host sync)."""
         self.check_finite()
         n_window = max(self.step - self.window_start, 1)
-        loss, gnorm = torch.stack([self.loss_sum / n_window, self.grad_norm.to(torch.float64)]).cpu().tolist()
+        stats = torch.stack([self.loss_sum / n_window, self.grad_norm.to(torch.float64)])
+        loss, gnorm = distributed.all_reduce_mean(stats).cpu().tolist() if self.dist else stats.cpu().tolist()
         record = {"step": self.step, "time": self.elapsed(), "loss": loss}
-        record.update(evaluate(self.model, self.action, self.cfg["eval_batch"], self.eval_generator,
-                               batch_size=max(self.cfg["batch_size"], 256)))
+        record.update(self.evaluate())
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         record["grad_norm"] = gnorm
+        if self.dist:  # rank 0's clock: the same record everywhere
+            record = distributed.broadcast_object(record)
         self.metrics = record
         self.loss_sum.zero_()
         self.window_start = self.step
@@ -455,9 +610,9 @@ class _Run:
             self._last_report = now
             self.progress(self.step, self.cfg["max_steps"], dict(self.metrics))
 
-    def one_step(self, objective: Callable[[], torch.Tensor]) -> None:
+    def one_step(self, objective: Callable[[], torch.Tensor], elapsed: float) -> None:
         """lr from the schedule; loss; backward; clip; Adam. Device-side finiteness bookkeeping only."""
-        lr = self.schedule.lr(self.step, self.elapsed())
+        lr = self.schedule.lr(self.step, elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss = objective()
@@ -490,10 +645,24 @@ def train(
     is called at every metrics record and at most every 0.25 s in between. Raises
     ``TrainingError`` on NaN/inf (keeping the last good checkpoint); on KeyboardInterrupt a
     checkpoint is written at the step boundary and the interrupt re-raised.
+
+    Data-parallel (called on every rank of a torch.distributed group of W > 1 processes, e.g.
+    under torchrun; see docs/cluster.md): ``batch_size`` is the global batch, each rank draws
+    batch_size / W configurations per step; rank r > 0 reseeds ``generator`` with
+    ``rank_seed(generator.initial_seed(), r)`` (rank 0 keeps it), so the ranks draw different
+    streams; gradients are averaged by DistributedDataParallel; rank 0 alone reads and writes
+    ``out_dir`` and reports ``progress``; the returned ``elapsed_s`` and metrics are rank 0's.
     """
     cfg = check_train_config(train_cfg)
     check_model_fits_loss(model, cfg["loss"])
     device = torch.device(device)
+    dist_on, world, rank = distributed.active(), distributed.world(), distributed.rank()
+    batch_size = cfg["batch_size"]
+    if dist_on:
+        if batch_size % world:
+            raise ConfigError(f"train.batch_size: {batch_size} is the global batch and must be divisible by "
+                              f"the number of processes ({world}); e.g. {world * -(-batch_size // world)}")
+        batch_size //= world
     if cfg["threads"] is not None:
         torch.set_num_threads(cfg["threads"])
     if generator is None:
@@ -501,28 +670,43 @@ def train(
     if torch.device(generator.device).type != device.type:
         raise ConfigError(f"the training generator is on {generator.device} but training runs on {device}; "
                           "create it with lattgen.build.make_generator(seed, device)")
-    if out_dir is not None:
+    if dist_on and rank > 0:
+        generator.manual_seed(distributed.rank_seed(generator.initial_seed(), rank))
+    if out_dir is not None and distributed.is_main():
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     model.to(device=device, dtype=DTYPES[cfg["dtype"]])
     model.train()
     run = _Run(model, action, cfg, out_dir, generator, device, progress)
     run.restore(resume)
+    data = None
     if cfg["loss"] == "forward_kl":
         data = load_training_data(cfg["data"], model).to(device=device, dtype=DTYPES[cfg["dtype"]])
-        objective = forward_kl_objective(model, data, cfg["batch_size"], generator)
-    else:
-        objective = reverse_kl_objective(model, action, cfg["batch_size"], generator)
+
+    def make_objective(n: int, gen: torch.Generator) -> Callable[[], torch.Tensor]:
+        if data is not None:
+            return forward_kl_objective(model, data, n, gen)
+        return reverse_kl_objective(model, action, n, gen)
+
+    objective = make_objective(batch_size, generator)
+    if dist_on:
+        probe = make_objective(min(2, batch_size), torch.Generator(device=device).manual_seed(0))
+        objective = data_parallel(model, objective, probe, device)
     start_step = run.step
     run.t_start = time.perf_counter()
     log_every, ckpt_every = cfg["log_every"], cfg["checkpoint_every"]
     at_boundary = True
+    agreed_stop = False  # data-parallel: every rank stops at this boundary for a Ctrl-C
     try:
-        with deferred_interrupt() as interrupt:
-            while (stopped_by := budget_exhausted(cfg, run.step, run.elapsed())) is None:
-                if interrupt.requested:
+        with deferred_interrupt(data_parallel=dist_on) as interrupt:
+            while True:
+                elapsed, stop = run.tick(interrupt.requested)
+                if (stopped_by := budget_exhausted(cfg, run.step, elapsed)) is not None:
+                    break
+                if stop:
+                    agreed_stop = True
                     raise KeyboardInterrupt
                 at_boundary = False
-                run.one_step(objective)
+                run.one_step(objective, elapsed)
                 run.step += 1
                 at_boundary = True
                 if run.step % log_every == 0:
@@ -533,17 +717,25 @@ def train(
                 if run.step % ckpt_every == 0:
                     run.save_checkpoint()
     except KeyboardInterrupt:
-        if at_boundary and int(run.bad_step) < 0 and run.last_checkpoint_step != run.step:
+        # data-parallel, only a stop every rank agreed on may run collectives (a second Ctrl-C
+        # raised inside a step leaves the ranks out of step: keep the last checkpoint then)
+        if (agreed_stop or not dist_on) and at_boundary and run.first_bad_step() < 0 \
+                and run.last_checkpoint_step != run.step:
             run.save_checkpoint()
+        if agreed_stop:
+            distributed.barrier()
         raise
     if run.step > start_step and run.step != run.window_start:
         run.log()  # a final record for the last partial window
     run.check_finite()
     if run.last_checkpoint_step != run.step:
         run.save_checkpoint()
-    if run.out_dir is not None:
-        atomic_save(model.state_dict(), run.out_dir / MODEL)
+    if run.path(MODEL) is not None:
+        atomic_save(model.state_dict(), run.path(MODEL))
     run.report(force=True)
     model.eval()
-    return TrainResult(step=run.step, elapsed_s=run.elapsed(), stopped_by=stopped_by,
+    elapsed = run.elapsed()
+    if dist_on:  # rank 0's time, sent once model.pt is written (a barrier for readers of the directory)
+        elapsed = distributed.broadcast_object(elapsed)
+    return TrainResult(step=run.step, elapsed_s=elapsed, stopped_by=stopped_by,
                        start_step=start_step, metrics=dict(run.metrics), out_dir=run.out_dir)
