@@ -2,6 +2,12 @@
 
 The same function serves `lattgen sample` and the compare harness, so every chain is analysed
 by the same code (same observables, same Gamma method, same thermalisation rule).
+
+Under torchrun (a torch.distributed group of W > 1 processes) the ``n_chains`` chains are
+dealt over the ranks: rank r runs its share with its own random stream
+(``rank_seed(run.seed, r)``) and the same number of steps per chain as one process would; the
+chains' records are gathered into one chain set in rank order, rank 0 analyses it with the same
+code, and every rank returns rank 0's results. With one process nothing changes.
 """
 
 from __future__ import annotations
@@ -10,13 +16,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import __version__
+from . import __version__, distributed
 from .analysis import analyse_chain
 from .build import build_action, build_observables, build_sampler, make_generator
+from .errors import ConfigError
 from .model import GenerativeModel
 from .observable import measure_all
 from .registry import Registry, get_registry
-from .sampler import Chain, run_chain
+from .sampler import Chain, merge_chains, run_chain
 
 
 def run_sampling(
@@ -31,27 +38,41 @@ def run_sampling(
 
     ``results`` follows the results.json schema: action, sampler, n_samples, acceptance,
     wall_time_s, observables{name: value, error, tau_int, tau_int_error, ...}.
+
+    Data-parallel (see the module docstring): every rank returns the same results and the
+    gathered chain of all ranks; ``progress`` is called on rank 0 only.
     """
     reg = registry or get_registry()
     run = config["run"]
     action = action if action is not None else build_action(config["action"], reg)
-    generator = make_generator(run["seed"], run["device"])
+    sampler_section, n_samples, seed = dict(config["sampler"]), run["n_samples"], run["seed"]
+    world, rank = distributed.world(), distributed.rank()
+    if world > 1:
+        sampler_section, n_samples = _rank_share(sampler_section, n_samples, reg, world, rank)
+        seed = distributed.rank_seed(seed, rank)
+        progress = progress if rank == 0 else None
+    generator = make_generator(seed, run["device"])
     if model is not None:
         model = model.to(run["device"])
-    sampler = build_sampler(config["sampler"], action, run=run, generator=generator, model=model, registry=reg)
+    sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
+    sampler.across_ranks = world > 1
     observables = build_observables(action.lattice, run["observables"], reg)
     t0 = time.perf_counter()
     chain = run_chain(
         sampler,
         measure_all(observables),
-        n_samples=run["n_samples"],
+        n_samples=n_samples,
         n_therm=run["n_therm"],
         measure_every=run["measure_every"],
         progress=progress,
     )
+    if world > 1:
+        parts = distributed.all_gather_object(chain)
+        chain = merge_chains(parts, type(sampler).merge_info([c.info for c in parts], [c.n_chains for c in parts]))
     t_total = time.perf_counter() - t0
     t_an = time.perf_counter()
-    analysed = analyse_chain(chain, observables)
+    analysed = distributed.run_on_main(analyse_chain, chain, observables) if world > 1 else \
+        analyse_chain(chain, observables)
     results = {
         "lattgen_version": __version__,
         "action": dict(config["action"]),
@@ -70,4 +91,27 @@ def run_sampling(
     }
     if "model" in config:
         results["model"] = dict(config["model"])
+    if world > 1:
+        results["processes"] = world
+        results = distributed.broadcast_object(results)  # rank 0's times: one results.json
     return results, chain
+
+
+def _rank_share(section: Mapping[str, Any], n_samples: int, registry: Registry, world: int,
+                rank: int) -> tuple[dict[str, Any], int]:
+    """This rank's [sampler] section (its share of n_chains) and n_samples (its chains' share of
+    the run's steps per chain, which stays ceil(n_samples / n_chains) as in one process)."""
+    spec = registry.get("sampler", section["name"])
+    if "n_chains" not in section or "n_chains" not in {p.name for p in spec.params}:
+        raise ConfigError(f"sampler {section['name']!r} has no n_chains parameter: it cannot spread its "
+                          "chains over torchrun's processes; run it in one process")
+    total = int(section["n_chains"])
+    if total < world:
+        raise ConfigError(f"sampler.n_chains: {total} chains cannot be spread over {world} processes; "
+                          f"use at least {world} (a multiple of {world} keeps the ranks equally busy)")
+    steps = -(-int(n_samples) // total)
+    if steps < 2:
+        raise ConfigError(f"run.n_samples: {n_samples} gives fewer than 2 steps per chain with {total} "
+                          "chains; raise n_samples or lower sampler.n_chains")
+    count, _ = distributed.split(total, world, rank)
+    return dict(section, n_chains=count), steps * count

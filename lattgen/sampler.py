@@ -35,6 +35,9 @@ class Sampler(abc.ABC):
 
     #: the chain's stationary distribution is exactly exp(-S)/Z
     exact: bool = True
+    #: this sampler's chains are one share of a run spread over torch.distributed ranks
+    #: (set by ``lattgen.sample``): tuners then average over every rank's chains (``chain_mean``)
+    across_ranks: bool = False
 
     def __init__(
         self,
@@ -64,13 +67,89 @@ class Sampler(abc.ABC):
         ``tune`` is True only during thermalisation: adapt step sizes then, never after.
         """
 
+    def chain_mean(self, values: torch.Tensor) -> float:
+        """Mean of ``values`` (per-chain statistics, e.g. acceptance probabilities) over every
+        chain of the run, as a float for a tuner: this sampler's chains, or, ``across_ranks``,
+        every rank's (one all-reduce), so that every rank tunes to the same step size."""
+        if not self.across_ranks:
+            return float(values.mean())
+        from . import distributed
+
+        return distributed.global_mean(values)
+
     def info(self) -> dict[str, Any]:
         """Sampler settings and tuned values for results.json (e.g. the HMC step size)."""
         return {}
 
+    @staticmethod
+    def merge_info(infos: Sequence[Mapping[str, Any]], n_chains: Sequence[int]) -> dict[str, Any]:
+        """One ``info`` for a run whose chains were spread over ranks (``infos[r]``, with
+        ``n_chains[r]`` chains, from rank r). Default: ``n_chains`` summed; a value every rank
+        agrees on kept; differing numbers averaged with the chain counts as weights; anything
+        else listed per rank. Samplers with counts or extremes in their info override this."""
+        return merge_infos(infos, n_chains)
+
     def extras(self) -> dict[str, np.ndarray]:
         """Per-step arrays worth keeping beside the chain (e.g. IMH log-weights), for plots."""
         return {}
+
+
+def merge_infos(infos: Sequence[Mapping[str, Any]], n_chains: Sequence[int],
+                sums: Sequence[str] = ("n_chains",), maxima: Sequence[str] = ()) -> dict[str, Any]:
+    """The default ``Sampler.merge_info``; keys in ``sums`` are added, in ``maxima`` maximised.
+
+    Every value that differs between ranks is also listed, in rank order, under ``per_rank``.
+    """
+    out: dict[str, Any] = {}
+    per_rank: dict[str, list[Any]] = {}
+    weights = np.asarray(n_chains, dtype=np.float64)
+    for key in infos[0]:
+        values = [info.get(key) for info in infos]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        same = all(v == values[0] for v in values)
+        if not same:
+            per_rank[key] = list(values)
+        if key in sums and numbers:
+            out[key] = sum(values)
+        elif key in maxima and numbers:
+            out[key] = max(values)
+        elif same:
+            out[key] = values[0]
+        elif numbers:
+            out[key] = float(np.sum(weights * np.asarray(values, dtype=np.float64)) / weights.sum())
+        else:
+            out[key] = list(values)
+    if per_rank:
+        out["per_rank"] = per_rank
+    return out
+
+
+def merge_chains(chains: Sequence[Chain], info: Mapping[str, Any] | None = None) -> Chain:
+    """One Chain from chains of equal length run side by side (e.g. on several ranks): the chain
+    axis concatenated in order, the wall and thermalisation times the slowest part's. ``info``
+    replaces the first chain's (see ``Sampler.merge_info``)."""
+    first = chains[0]
+    lengths = {c.n_steps for c in chains}
+    if len(lengths) != 1:
+        raise ValueError(f"chains to merge have different lengths {sorted(lengths)}")
+
+    def cat(arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays, axis=1)
+
+    extras = {}
+    for key in first.extras:
+        parts = [c.extras.get(key) for c in chains]
+        if all(p is not None and np.ndim(p) >= 2 and np.shape(p)[1] == c.n_chains for p, c in zip(parts, chains)):
+            extras[key] = cat(parts)
+    return Chain(
+        primaries={k: cat([c.primaries[k] for c in chains]) for k in first.primaries},
+        accepted=cat([c.accepted for c in chains]),
+        n_chains=sum(c.n_chains for c in chains),
+        wall_time_s=max(c.wall_time_s for c in chains),
+        therm_time_s=max(c.therm_time_s for c in chains),
+        info=dict(info) if info is not None else dict(first.info),
+        extras=extras,
+    )
 
 
 @dataclass

@@ -196,6 +196,7 @@ class HMC(Sampler):
         self._sum_exp_mdh = torch.zeros((), dtype=torch.float64, device=self.device)
         self._sum_acc_prob = torch.zeros((), dtype=torch.float64, device=self.device)
         self._force_evals = 0
+        self._jitter_generator: torch.Generator | None = None
 
     # -- pieces ---------------------------------------------------------------------------
     def _action64(self, phi: torch.Tensor) -> torch.Tensor:
@@ -231,8 +232,19 @@ class HMC(Sampler):
             return n
         lo = max(1, math.floor(n * (1.0 - self.trajectory_jitter)))
         hi = max(lo, math.ceil(n * (1.0 + self.trajectory_jitter)))
-        draw = torch.randint(lo, hi + 1, (1,), generator=self.generator, device=self.device)
+        draw = torch.randint(lo, hi + 1, (1,), generator=self._host_generator(), device="cpu")
         return int(draw.item())
+
+    def _host_generator(self) -> torch.Generator | None:
+        """Where the MD step count is drawn: the run's generator on the CPU; on a GPU a host
+        generator seeded once from it, so the count (which the host loop needs) costs no
+        device-to-host copy and synchronisation per trajectory."""
+        if self.device.type == "cpu":
+            return self.generator
+        if self._jitter_generator is None:
+            seed = torch.randint(0, 2**62, (1,), generator=self.generator, device=self.device)
+            self._jitter_generator = torch.Generator().manual_seed(int(seed))
+        return self._jitter_generator
 
     def _step_size_for(self, tune: bool) -> float:
         """Tuner's current value while tuning; the averaged value, frozen, from the first exact step on."""
@@ -267,7 +279,7 @@ class HMC(Sampler):
         self._cache = (self.state, self.state._version, torch.where(acc, s1, s0), torch.where(site_acc, f1, f0))
         prob = acceptance_probability(log_ratio)
         if tune and self._tuner is not None:
-            self.step_size = self._tuner.update(float(prob.mean()))
+            self.step_size = self._tuner.update(self.chain_mean(prob))
         elif not tune:
             self._n_measured += 1
             self._sum_acc_prob += prob.mean()

@@ -116,7 +116,7 @@ class Metropolis(Sampler):
                 phi, local_old, acc, log_ratio = self._hit(phi, local_old, mask, width)
                 n_acc += acc.sum(dim=self._dims)
                 if tune and self._tuner is not None:
-                    prob_sum += float(acceptance_probability(log_ratio)[:, mask].mean())
+                    prob_sum += self.chain_mean(acceptance_probability(log_ratio)[:, mask])
         self.state = phi
         if tune and self._tuner is not None:
             self.proposal_width = self._tuner.update(prob_sum / (2 * self.n_hits))

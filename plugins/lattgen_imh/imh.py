@@ -52,7 +52,7 @@ import torch
 from lattgen.action import Action
 from lattgen.errors import ConfigError, LatticeError
 from lattgen.model import GenerativeModel
-from lattgen.sampler import Sampler, metropolis_accept
+from lattgen.sampler import Sampler, merge_infos, metropolis_accept
 
 
 class IMH(Sampler):
@@ -226,6 +226,13 @@ class IMH(Sampler):
             "nan_proposals": int(stats[2]),
             "measured_steps": self._n_measured,
         }
+
+    @staticmethod
+    def merge_info(infos, n_chains) -> dict[str, Any]:
+        """Chains spread over ranks: chain and NaN counts add up, the longest rejection run is the
+        longest of any rank, the acceptance is the chain-weighted mean."""
+        return merge_infos(infos, n_chains, sums=("n_chains", "nan_proposals"),
+                           maxima=("longest_rejection_run",))
 
     def extras(self) -> dict[str, np.ndarray]:
         """``log_weights``: (n_steps, n_chains) proposal log-weights of the measured steps."""
