@@ -2,6 +2,10 @@
 
 Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
 of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
+
+``torchrun --nproc_per_node=N -m lattgen train|sample|compare ...`` runs the command data-parallel
+(``lattgen.distributed``): every process joins the process group once its config is resolved;
+rank 0 alone writes files, prints and shows progress; other ranks print only errors.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from typing import Any
 import click
 from rich.console import Console
 
+from . import distributed
 from .errors import LattgenError, RunDirError
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _error_prefix() -> str:
+    """Errors of a torchrun worker other than rank 0 say which rank they come from."""
+    return f"\\[rank {distributed.env_rank()}] " if distributed.secondary() else ""  # \\[: not rich markup
 
 
 class LattgenGroup(click.Group):
@@ -29,10 +39,11 @@ class LattgenGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LattgenError as exc:
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            err_console.print(f"{_error_prefix()}[bold red]error:[/bold red] {exc}", highlight=False)
             ctx.exit(2)
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/yellow]: finished work was kept")
+            if not distributed.secondary():
+                err_console.print("[yellow]interrupted[/yellow]: finished work was kept")
             ctx.exit(130)
 
 
@@ -71,7 +82,7 @@ class Progress:
         self._bar = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=err_console, transient=False,
+            console=err_console, transient=False, disable=distributed.secondary(),
         )
         # EntryProgress passes None: it adds one task per entry and phase instead
         self._task = self._bar.add_task(description, total=None, info="") if description else None
@@ -146,11 +157,14 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
             f"{target}: a [model] section needs a trained model; run `lattgen train {target} "
             "--out RUN_DIR` first, then `lattgen sample RUN_DIR`"
         )
+    distributed.init(config["run"]["device"])
     out = prepare_out(out, "sample")
-    write_toml(config, out / "config.toml")
+    if distributed.is_main():
+        write_toml(config, out / "config.toml")
     with Progress(f"sampling ({config['sampler']['name']})") as bar:
         results, _ = run_sampling(config, model=model, registry=reg, progress=bar)
-    write_json(results, out / "results.json")
+    if distributed.is_main():
+        write_json(results, out / "results.json")
     print_sample_report(results, console)
     console.print(f"wrote {out / 'results.json'}")
 
@@ -172,6 +186,7 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, in
     reg = get_registry()
     config = resolve_config(load_config_with_overrides(config_path, overrides), reg,
                             require=("action", "model"))
+    distributed.init(config["run"]["device"])
     out = prepare_out(out, "train")
     with Progress(f"training ({config['model']['name']})") as bar:
         result = train_run(config, out, registry=reg, progress=bar, init_from=init_from)
@@ -198,12 +213,13 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
 
     reg = get_registry()
     resolved = resolve_compare(load_config_with_overrides(config_path, overrides), reg)
+    distributed.init(resolved["compare"]["device"])
     out = prepare_out(out, "compare")
     console.print(f"comparing {len(resolved['entries'])} entries: "
                   + ", ".join(e["label"] for e in resolved["entries"]) + f"  ->  {out}")
     with EntryProgress() as bar:
         summary = run_compare(resolved, out, progress=bar)
-    wide = console if console.is_terminal else Console(width=max(console.width, 160))
+    wide = console if console.is_terminal else Console(width=max(console.width, 160), quiet=console.quiet)
     for table in compare_tables(summary):
         wide.print(table)
     console.print(f"wrote {out / 'results.json'} and plots in {out}")
@@ -222,6 +238,7 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
 
     reg = get_registry()
     resolved = resolve_scale(load_config_with_overrides(config_path, overrides), reg)
+    distributed.init(resolved["points"][0]["compare"]["device"] if resolved["points"] else "cpu")
     out = prepare_out(out, "scale")
     with EntryProgress() as bar:
         result = run_scale(resolved, out, progress=bar)
@@ -257,14 +274,17 @@ def main() -> None:
     from .registry import PluginWarning, get_registry
 
     warnings.simplefilter("default", PluginWarning)
+    quiet = distributed.secondary()  # a torchrun worker other than rank 0: errors only
+    console.quiet = quiet
 
     def show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
-        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        if not quiet:
+            err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
     warnings.showwarning = show
     try:
         get_registry().add_commands(cli)
     except LattgenError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        err_console.print(f"{_error_prefix()}[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(2)
     cli.main(prog_name="lattgen")

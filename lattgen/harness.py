@@ -5,6 +5,10 @@ training budget, the number of samples, the thermalisation rule, the observables
 analysis (one Gamma method). Entries run in worker processes where cores allow; each finished
 entry is written to ``OUT/entries/LABEL/results.json`` at once, so a rerun with the same
 ``--out`` resumes and Ctrl-C loses nothing finished.
+
+Under torchrun the entries run one after the other in every process, each entry's training and
+sampling spread over the ranks (``lattgen.train``, ``lattgen.sample``); rank 0 alone writes,
+the others read what it wrote (``--out`` on a filesystem every node sees).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .config import TRAIN_PARAMS, resolve_action, resolve_component, resolve_run
 from .errors import ConfigError
 from .params import Param, reject_unknown, validate_params
@@ -150,10 +155,12 @@ def run_entry(
     torch.set_num_threads(compare["threads"])
     reg = registry or get_registry()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()
     cfg = entry_config(entry, action, compare)
     cfg_hash = config_hash(cfg)
-    write_toml(cfg, out / "config.toml")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_toml(cfg, out / "config.toml")
     label = entry["label"]
     model, training = None, None
     if "model" in cfg:
@@ -166,10 +173,11 @@ def run_entry(
         t0 = time.perf_counter()
         data_s = 0.0
         if reg.get("model", cfg["model"]["name"]).meta.get("requires_data", False):
-            cfg["train"], data_s = prepare_data(cfg, out, compare["data_samples"], reg)
+            # torchrun: rank 0 makes the data; its file and generation time serve every rank
+            cfg["train"], data_s = distributed.run_on_main(prepare_data, cfg, out, compare["data_samples"], reg)
         train_run(cfg, out / "train", registry=reg, progress=train_progress, resume=True)
         _, _, model = load_trained(out / "train", reg)
-        training = training_summary(out / "train", time.perf_counter() - t0, data_s)
+        training = distributed.run_on_main(training_summary, out / "train", time.perf_counter() - t0, data_s)
 
     def sample_progress(done, total):
         if progress:
@@ -180,8 +188,9 @@ def run_entry(
     results["config_hash"] = cfg_hash
     results["training"] = training
     results["performance"] = performance(results, training, compare["target_rel_error"])
-    np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain))
-    write_json(results, out / "results.json")
+    if main:
+        np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain))
+        write_json(results, out / "results.json")
     return results
 
 
@@ -317,18 +326,24 @@ def run_compare(
     from .report import write_json
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_toml(_toml_ready(resolved), out / "config.toml")
+    main = distributed.is_main()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_toml(_toml_ready(resolved), out / "config.toml")
     action, compare = resolved["action"], resolved["compare"]
     results: dict[str, dict[str, Any]] = {}
     todo = []
+    finished = distributed.run_on_main(
+        lambda: {e["label"]: _finished(e, action, compare, out) for e in resolved["entries"]})
     for entry in resolved["entries"]:
-        done = _finished(entry, action, compare, out)
+        done = finished[entry["label"]]
         if done is not None:
             results[entry["label"]] = done
         else:
             todo.append(entry)
     workers = compare["workers"] or min(os.cpu_count() or 1, 2)
+    if distributed.active():
+        workers = 1  # every entry is spread over the ranks instead
     if workers <= 1 or len(todo) <= 1 or registry is not None:
         for entry in todo:  # in-process (also what a custom registry needs: it cannot be pickled)
             results[entry["label"]] = run_entry(entry, action, compare, out / "entries" / entry["label"],
@@ -340,8 +355,10 @@ def run_compare(
     for r in ordered:
         r["consistency"] = cons[r["label"]]
     summary = {"action": action, "compare": compare, "entries": ordered}
-    write_json(summary, out / "results.json")
-    compare_plots(summary, out)
+    if main:
+        write_json(summary, out / "results.json")
+        compare_plots(summary, out)
+    distributed.barrier()
     return summary
 
 

@@ -109,8 +109,11 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
         fits[label] = fit_power_law([r["xi"] for r in rs], [r["tau_int"] or np.nan for r in rs],
                                     [r["tau_int_error"] or np.nan for r in rs])
     result = {"scale": resolved["scale"], "rows": rows, "fits": fits}
-    write_json(result, out / "results.json")
-    plot_scale(result, out)
+    from . import distributed
+
+    if distributed.is_main():  # torchrun: every point ran spread over the ranks; rank 0 writes
+        write_json(result, out / "results.json")
+        plot_scale(result, out)
     return result
 
 
