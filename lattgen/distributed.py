@@ -128,7 +128,10 @@ def init(device: str | torch.device = "cpu") -> bool:
             raise ConfigError(f"LOCAL_RANK {local_rank()} but this node has {torch.cuda.device_count()} "
                               "GPU(s): start at most one process per GPU (--nproc_per_node)")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend=backend_for(dev))
+    kwargs: dict[str, Any] = {}
+    if dev.type == "cuda":  # bind NCCL to this rank's GPU (barriers and eager init use it)
+        kwargs["device_id"] = torch.device("cuda", local_rank())
+    dist.init_process_group(backend=backend_for(dev), **kwargs)
     atexit.register(shutdown)
     return active()
 

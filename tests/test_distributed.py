@@ -176,6 +176,24 @@ def test_without_torchrun_nothing_is_distributed():
     assert distributed.init("cpu") is False  # no launcher: no process group
 
 
+def test_cuda_device_under_torchrun(monkeypatch):
+    """Each rank owns cuda:LOCAL_RANK: an explicit GPU index is refused, a missing GPU explained."""
+    from lattgen import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.launched() and distributed.secondary()
+    assert distributed.backend_for("cuda") == "cpu:gloo,cuda:nccl" and distributed.backend_for("cpu") == "gloo"
+    with pytest.raises(ConfigError, match='use device = "cuda"'):
+        distributed.check_device("cuda:1")
+    distributed.check_device("cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU"):
+            distributed.init("cuda")
+    assert not distributed.active()
+
+
 def test_rank_seed_and_split():
     assert distributed.rank_seed(7, 0) == 7  # one process draws what a plain run draws
     seeds = {distributed.rank_seed(s, r) for s in range(5) for r in range(1, 9)}
