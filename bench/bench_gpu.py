@@ -12,7 +12,7 @@ does not know is skipped with a message) and every L, on phi^4 at the xi ~ L/4 p
 DESIGN.md (lam = 0.5; beta 0.635, 0.661, 0.674 at L = 16, 32, 64):
 
 * training: ``lattgen.train.train`` (the code ``lattgen train`` runs) in float32 on ``--batch``
-  configurations per step, first ``--warmup`` steps (allocator, cuDNN autotuning), then
+  configurations per step, first ``--warmup`` steps (allocator, kernel selection), then
   ``--seconds`` of training timed by the trainer's own clock (the final metrics record syncs the
   device, so queued work is counted); configurations/s = steps x batch / seconds. Peak device
   memory is reported;
@@ -87,7 +87,6 @@ def bench_train(reg, name, L, args, device) -> dict:
             "dtype": "float32", "schedule": "constant"}
     gen = make_generator(0, device)
     train(model, action, dict(base, max_steps=args.warmup), generator=gen, device=device)
-    model.train()
     result = train(model, action, dict(base, max_time_s=args.seconds), generator=gen, device=device)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"steps": result.step, "seconds": result.elapsed_s,
@@ -203,6 +202,7 @@ def main() -> None:
     p.add_argument("--compile-L", type=int, default=None, help="the one L of the compile comparison (default 32)")
     p.add_argument("--compile-steps", type=int, default=None, help="timed steps of the minimal loops (default 50)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
     q = args.quick
@@ -222,9 +222,8 @@ def main() -> None:
         raise SystemExit("no GPU visible to torch; for a CPU smoke test run with --device cpu --quick")
     do_compile = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # torch's defaults, as `lattgen train` runs; --cudnn-benchmark to see if autotuning pays
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
         name = torch.cuda.get_device_name(device)
     else:
         name = platform.processor() or platform.machine()
