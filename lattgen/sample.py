@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .model import GenerativeModel
 from .observable import measure_all
 from .registry import Registry, get_registry
-from .sampler import Chain, merge_chains, run_chain
+from .sampler import Chain, merge_chains, merge_infos, run_chain
 
 
 def run_sampling(
@@ -68,7 +68,8 @@ def run_sampling(
     )
     if world > 1:
         parts = distributed.all_gather_object(chain)
-        chain = merge_chains(parts, type(sampler).merge_info([c.info for c in parts], [c.n_chains for c in parts]))
+        merge_info = getattr(type(sampler), "merge_info", merge_infos)  # duck-typed samplers: the default
+        chain = merge_chains(parts, merge_info([c.info for c in parts], [c.n_chains for c in parts]))
     t_total = time.perf_counter() - t0
     t_an = time.perf_counter()
     analysed = distributed.run_on_main(analyse_chain, chain, observables) if world > 1 else \
