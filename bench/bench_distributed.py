@@ -15,6 +15,11 @@ training seconds (rank 0's clock; process start, imports and DDP set-up are not 
 two sides alternate (1, N, 1, N, ...) so that other load on the machine hits both alike; the
 ratio of the medians is printed. Goal on 2 cores: N = 2 at >= 1.6 x the single process.
 
+Also printed: CPU seconds per 1000 configurations, summed over the ranks (process CPU time of
+the train() call, communication threads included, waiting excluded). Their ratio is the
+data-parallel work overhead and bounds the speedup on idle cores, N x (1-process CPU/config) /
+(N-rank CPU/config); unlike the wall-clock ratio it is not much moved by other load.
+
 Run it on a quiet machine: with other jobs on the cores the ranks wait for each other at every
 all-reduce, and the ratio measures the load, not the code.
 """
@@ -62,11 +67,14 @@ def worker(args) -> None:
 
     cfg = {"max_time_s": args.seconds, "batch_size": args.batch, "log_every": 10**9,
            "checkpoint_every": 10**9, "eval_batch": max(2, distributed.world()), "dtype": args.dtype}
+    cpu0 = time.process_time()
     result = train(model, action, cfg, generator=make_generator(0, args.device), device=args.device)
+    cpu = sum(distributed.all_gather_object(time.process_time() - cpu0))  # every rank's threads
     if distributed.is_main():
+        configs = result.step * args.batch
         print(MARK + json.dumps({"world": distributed.world(), "steps": result.step,
-                                 "seconds": result.elapsed_s,
-                                 "configs_per_s": result.step * args.batch / result.elapsed_s}), flush=True)
+                                 "seconds": result.elapsed_s, "configs_per_s": configs / result.elapsed_s,
+                                 "cpu_s_per_kconfig": 1000 * cpu / configs}), flush=True)
 
 
 def launch(args, nproc: int) -> dict:
@@ -105,16 +113,22 @@ def main() -> None:
     print(f"{args.model}, L = {args.L}, global batch {args.batch}, {args.dtype}, {args.seconds:g} s per run; "
           f"1 process x 1 thread vs {args.nproc} {'gloo' if args.device == 'cpu' else 'NCCL'} ranks x 1 thread")
     rates: dict[int, list[float]] = {1: [], args.nproc: []}
+    cpu: dict[int, list[float]] = {1: [], args.nproc: []}
     t0 = time.perf_counter()
     for rep in range(args.repeats):
         for nproc in (1, args.nproc):
             r = launch(args, nproc)
             rates[nproc].append(r["configs_per_s"])
+            cpu[nproc].append(r["cpu_s_per_kconfig"])
             print(f"  repeat {rep + 1}: {nproc} process(es): {r['steps']} steps in {r['seconds']:.1f} s = "
-                  f"{r['configs_per_s']:.1f} configurations/s", flush=True)
+                  f"{r['configs_per_s']:.1f} configurations/s, {r['cpu_s_per_kconfig']:.2f} CPU s per 1000",
+                  flush=True)
     one, many = statistics.median(rates[1]), statistics.median(rates[args.nproc])
     print(f"median configurations/s: 1 process {one:.1f}, {args.nproc} ranks {many:.1f}; "
           f"ratio {many / one:.2f} (goal >= {0.8 * args.nproc:.1f})  [{time.perf_counter() - t0:.0f} s wall]")
+    c1, cn = statistics.median(cpu[1]), statistics.median(cpu[args.nproc])
+    print(f"median CPU s per 1000 configurations: 1 process {c1:.2f}, {args.nproc} ranks {cn:.2f} (all ranks); "
+          f"speedup bound on idle cores {args.nproc * c1 / cn:.2f}")
 
 
 if __name__ == "__main__":
