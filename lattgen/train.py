@@ -30,6 +30,12 @@ an interrupted run with a step budget ends with the same parameters as an uninte
 Ctrl-C is deferred to the next step boundary, where a checkpoint is written before
 KeyboardInterrupt is re-raised. A NaN/inf loss or gradient stops training with a
 ``TrainingError`` naming the step; the last good checkpoint is kept, never overwritten.
+
+Data-parallel (every rank of a torch.distributed group calls ``train``, e.g. under torchrun;
+docs/cluster.md): the global batch is split over the ranks, each rank draws from its own stream,
+DistributedDataParallel averages the gradients, one all-reduce per step shares rank 0's clock
+and any rank's Ctrl-C, and rank 0 alone reads and writes the run directory; checkpoints hold
+every rank's random states. With one process none of this runs.
 """
 
 from __future__ import annotations

@@ -355,3 +355,36 @@ def test_two_rank_compare(workdir):
     assert gaussian["training"]["steps"] == 5
     assert (workdir / "cmp" / "entries" / "gaussian" / "train" / "model.pt").is_file()
     assert load_checkpoint(workdir / "cmp" / "entries" / "gaussian" / "train" / "checkpoint.pt")["world_size"] == 2
+
+
+def test_one_process_resumes_a_two_rank_checkpoint(trained, tmp_path):
+    """Another number of processes continues validly: here one process takes rank 0's stream."""
+    import shutil
+
+    from lattgen.build import make_generator as gen
+    from lattgen.rundir import train_run
+
+    run_dir, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    ckpt = load_checkpoint(copy / "checkpoint.pt")
+    config = resolve_config(load_toml(copy / "config.toml"), require=("action", "model"))
+    config["train"]["max_steps"] = 4
+    result = train_run(config, copy)
+    assert (result.start_step, result.step) == (3, 4)
+    after = load_checkpoint(copy / "checkpoint.pt")
+    assert after["world_size"] == 1 and "train_ranks" not in after["rng"]
+    # the one process continued rank 0's saved stream with the whole batch of 8: redo that step
+    action = build_action(config["action"])
+    model = seeded_model(config["model"], action, config["run"]["seed"], None).to(torch.float64)
+    model.load_state_dict(ckpt["model"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config["train"]["lr"])
+    opt.load_state_dict(ckpt["optimizer"])
+    g = gen(0)
+    g.set_state(ckpt["rng"]["train"])
+    phi, log_q = model.sample(8, g)
+    (log_q + action(phi)).mean().backward()
+    torch.nn.utils.clip_grad_norm_(params, config["train"]["grad_clip"])
+    opt.step()
+    assert max_difference(torch.load(copy / "model.pt", weights_only=True), model.state_dict()) < 1e-12
