@@ -162,7 +162,8 @@ def conditional_gaussian(g: torch.Tensor, phases: torch.Tensor) -> tuple[torch.T
     a = m_fc / m_cc.unsqueeze(-1)
     schur = m[..., 1:, 1:] - (m_fc.unsqueeze(-1) * m_fc.conj().unsqueeze(-2)) / m_cc[..., None, None]
     schur = 0.5 * (schur + schur.mH)  # exactly Hermitian for the Cholesky
-    return a, torch.linalg.cholesky(schur)
+    # cholesky_ex: no host sync for the error check on CUDA (the Schur complement is positive definite)
+    return a, torch.linalg.cholesky_ex(schur).L
 
 
 def decimated_propagator(lattice: Lattice, depth: int, log_a: torch.Tensor, log_b: torch.Tensor,
