@@ -27,7 +27,6 @@ all-reduce, and the ratio measures the load, not the code.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import statistics
@@ -39,14 +38,10 @@ MARK = "BENCH_RESULT "
 
 
 def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            out[key.strip()] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = {"true": True, "false": False}.get(raw.lower(), raw)
-    return out
+    """--set key=value pairs, values parsed as TOML (as the CLI's --set): 16, 2e-3, true, [8, 8]."""
+    from lattgen.config import parse_value
+
+    return {key.strip(): parse_value(raw.strip()) for key, _, raw in (i.partition("=") for i in items)}
 
 
 def worker(args) -> None:

@@ -17,27 +17,19 @@ ESS fraction (sum w)^2 / (N sum w^2).
 from __future__ import annotations
 
 import argparse
-import ast
 import math
 import time
 
 import torch
 
 from lattgen import Lattice
+from lattgen.config import parse_value
 from lattgen.registry import get_registry
 
 
 def parse_set(items: list[str]) -> dict:
-    """--set key=value pairs; values parsed as Python literals when possible (lists, numbers, bools)."""
-    out = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = {"true": True, "false": False}.get(raw.lower(), raw)
-        out[key.strip()] = value
-    return out
+    """--set key=value pairs, values parsed as TOML (as the CLI's --set): 16, 2e-3, true, [8, 8]."""
+    return {key.strip(): parse_value(raw.strip()) for key, _, raw in (i.partition("=") for i in items)}
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ registered ``--model`` it falls back to a local affine-coupling flow of the same
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import statistics
@@ -29,19 +28,14 @@ import time
 import torch
 
 from lattgen import Lattice
+from lattgen.config import parse_value
 from lattgen.build import make_generator
 from lattgen.train import train
 
 
 def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, raw = item.partition("=")
-        try:
-            out[key.strip()] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key.strip()] = {"true": True, "false": False}.get(raw.lower(), raw)
-    return out
+    """--set key=value pairs, values parsed as TOML (as the CLI's --set): 16, 2e-3, true, [8, 8]."""
+    return {key.strip(): parse_value(raw.strip()) for key, _, raw in (i.partition("=") for i in items)}
 
 
 def build(args):
