@@ -40,20 +40,22 @@ def _dist():
     return dist
 
 
+def _env_int(name: str, default: int) -> int:
+    """An integer environment variable set by the launcher (``default`` if unset or malformed)."""
+    try:
+        return int(os.environ.get(name, str(default)))
+    except ValueError:
+        return default
+
+
 def launched() -> bool:
     """True in a worker that torchrun (or another launcher setting WORLD_SIZE > 1) started."""
-    try:
-        return int(os.environ.get(ENV_WORLD, "1")) > 1
-    except ValueError:
-        return False
+    return _env_int(ENV_WORLD, 1) > 1
 
 
 def env_rank() -> int:
     """This process's rank from the environment (0 without a launcher); valid before ``init``."""
-    try:
-        return int(os.environ.get(ENV_RANK, "0"))
-    except ValueError:
-        return 0
+    return _env_int(ENV_RANK, 0)
 
 
 def secondary() -> bool:
@@ -81,10 +83,7 @@ def rank() -> int:
 
 def local_rank() -> int:
     """This process's rank on its node (LOCAL_RANK; 0 without a launcher)."""
-    try:
-        return int(os.environ.get(ENV_LOCAL_RANK, "0"))
-    except ValueError:
-        return 0
+    return _env_int(ENV_LOCAL_RANK, 0)
 
 
 def is_main() -> bool:
