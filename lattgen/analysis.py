@@ -372,7 +372,9 @@ def analyse_chain(
 
     Per observable: ``value, error, tau_int, tau_int_error, window, n_eff, error_of_error`` as
     floats (scalar observables) or lists (vector observables, which also carry ``index``, the
-    index name, and ``index_values`` where the observable provides them).
+    index name, and ``index_values`` where the observable provides them), and ``reliable``:
+    False when the Gamma method warned (a failed window: chains too short for their
+    autocorrelation, so error and tau_int are underestimates).
     """
     missing = [name for name in observables if name not in chain.primaries]
     if missing:
@@ -393,8 +395,9 @@ def analyse_chain(
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         res.pop("bias")
+        res["reliable"] = name not in troubled
         if obs.index or isinstance(res["value"], list):
-            res = {key: (v if isinstance(v, list) else [v]) for key, v in res.items()}
+            res = {key: (v if isinstance(v, list) or key == "reliable" else [v]) for key, v in res.items()}
             res["index"] = obs.index
             values = getattr(obs, "index_values", None)
             if values:

@@ -280,6 +280,10 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
     entry, all other entries. The pool is the
     inverse-variance weighted mean, pull = (x_i - x_pool) / sqrt(err_i^2 + err_pool^2), and
     |pull| > sigma flags the entry inconsistent: its sampler (or its model's density) is not exact.
+    Except where the entry's own error is unreliable (``reliable`` False: the Gamma window failed,
+    the chains are too short for their autocorrelation, the error is an underestimate): such a
+    pull cannot be judged and is listed under ``too_short`` instead; ``verdict`` is "yes",
+    "NO" or "too short" (a too-short pull and no judged failure).
     """
     names: list[str] = []
     for e in entries:
@@ -287,7 +291,10 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             if isinstance(o.get("value"), (int, float)) and name not in names:
                 names.append(name)
     reference = {e["label"] for e in entries if not e.get("model")}
-    out: dict[str, dict[str, Any]] = {e["label"]: {"pulls": {}, "consistent": True} for e in entries}
+    out: dict[str, dict[str, Any]] = {e["label"]: {"pulls": {}, "consistent": True, "too_short": []}
+                                      for e in entries}
+    reliable = {(e["label"], name): o.get("reliable", True) is not False
+                for e in entries for name, o in e["observables"].items()}
     for name in names:
         vals = {}
         for e in entries:
@@ -309,7 +316,13 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             pull = (v - pool) / math.sqrt(s**2 + pool_err**2)
             out[label]["pulls"][name] = pull
             if abs(pull) > sigma:
-                out[label]["consistent"] = False
+                if reliable[(label, name)]:
+                    out[label]["consistent"] = False
+                else:
+                    out[label]["too_short"].append(name)
+    for verdict in out.values():
+        verdict["verdict"] = ("NO" if not verdict["consistent"]
+                              else "too short" if verdict["too_short"] else "yes")
     return out
 
 

@@ -13,6 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 
+#: how the compare table shows an entry's consistency verdict (harness.consistency)
+VERDICT_STYLE = {"yes": "[green]{}[/]", "NO": "[bold red]{}[/]", "too short": "[yellow]{}[/]"}
+
 def format_value_error(value: float, error: float, digits: int = 2) -> str:
     """'0.7512(34)': the value rounded to ``digits`` significant digits of its error."""
     if value is None or not math.isfinite(value):
@@ -132,7 +135,8 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
             if isinstance(o.get("value"), (int, float)) and name not in names:
                 names.append(name)
     sigma = summary["compare"]["sigma"]
-    obs = Table(title=f"observables with pulls against the classical samplers' pooled estimate (! beyond {sigma:g} sigma)")
+    obs = Table(title=f"observables with pulls against the classical samplers' pooled estimate (! beyond {sigma:g} "
+                      "sigma; ? beyond it but the chains are too short for a reliable error)")
     obs.add_column("entry")
     for n in names:
         obs.add_column(n, justify="right")
@@ -149,8 +153,10 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
             pull = pulls.get(n)
             if pull is not None:
                 flag = abs(pull) > sigma
-                cell += f" [{'bold red' if flag else 'dim'}]{pull:+.1f}{'!' if flag else ''}[/]"
+                unjudged = o.get("reliable", True) is False
+                style = "yellow" if flag and unjudged else "bold red" if flag else "dim"
+                cell += f" [{style}]{pull:+.1f}{'?' if flag and unjudged else '!' if flag else ''}[/]"
             cells.append(cell)
-        ok = e.get("consistency", {}).get("consistent", True)
-        obs.add_row(e["label"], *cells, "[green]yes[/]" if ok else "[bold red]NO[/]")
+        verdict = e.get("consistency", {}).get("verdict", "yes")
+        obs.add_row(e["label"], *cells, VERDICT_STYLE.get(verdict, verdict).format(verdict))
     return [perf, obs]

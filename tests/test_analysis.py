@@ -352,6 +352,18 @@ def test_analyse_chain_is_json_ready():
     assert out["m"]["value"] == pytest.approx(x.mean())
 
 
+def test_analyse_chain_marks_errors_from_too_short_chains_unreliable():
+    """Many chains, each nearly constant over its 10 steps (far shorter than its autocorrelation),
+    fail the window: ``reliable`` False (and one AnalysisWarning); white noise is reliable."""
+    rng = np.random.default_rng(1)
+    slow = rng.standard_normal((1, 2000)) + 0.01 * rng.standard_normal((10, 2000))
+    fast = rng.standard_normal((10, 2000))
+    observables = {"slow": Observable("slow", lambda p: p), "fast": Observable("fast", lambda p: p)}
+    with pytest.warns(AnalysisWarning, match="slow"):
+        out = analyse_chain(_chain({"slow": slow[..., None], "fast": fast[..., None]}), observables)
+    assert out["slow"]["reliable"] is False and out["fast"]["reliable"] is True
+
+
 def test_analyse_chain_names_missing_observables():
     with pytest.raises(AnalysisError, match="not measured"):
         analyse_chain(_chain({"m": np.ones((5, 2, 1))}), {"chi": Observable("chi", lambda p: p)})

@@ -81,6 +81,23 @@ def test_consistency_pulls_against_the_classical_reference():
     assert lone["a"]["pulls"] == {} and lone["c"]["pulls"]["x"] == pytest.approx(0.1 / (0.1 * 2**0.5))
     models = consistency([entry("c", 1.0, 0.1, {"name": "m"}), entry("d", 1.3, 0.1, {"name": "n"})], sigma=3)
     assert models["d"]["pulls"]["x"] == pytest.approx(0.3 / (0.1 * 2**0.5))
+    assert out["c"]["verdict"] == "NO" and out["a"]["verdict"] == "yes"
+
+
+def test_a_pull_with_an_unreliable_error_is_too_short_to_judge():
+    """An entry whose Gamma window failed (``reliable`` False) is not called inconsistent on that
+    observable: its error is an underestimate. A reliable failure still makes it NO."""
+    def entry(label, v, s, model=None, reliable=True):
+        return {"label": label, "model": model,
+                "observables": {"x": {"value": v, "error": s, "reliable": reliable},
+                                "y": {"value": 0.0, "error": 0.1}}}
+
+    short = consistency([entry("a", 1.0, 0.1), entry("c", 2.0, 0.1, {"name": "m"}, reliable=False)], sigma=3)
+    assert short["c"]["consistent"] and short["c"]["too_short"] == ["x"] and short["c"]["verdict"] == "too short"
+    both = [entry("a", 1.0, 0.1), entry("c", 2.0, 0.1, {"name": "m"}, reliable=False)]
+    both[1]["observables"]["y"] = {"value": 1.0, "error": 0.1}
+    judged = consistency(both, sigma=3)
+    assert not judged["c"]["consistent"] and judged["c"]["verdict"] == "NO"
 
 
 def test_default_entries_cover_models_and_classical(registry):
