@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lattgen.config import load_toml  # noqa: E402
-from lattgen.curriculum import read_record  # noqa: E402
-from lattgen.plots import pyplot, save_figure  # noqa: E402
-from lattgen.train import METRICS, read_metrics  # noqa: E402
+from lattgen.config import load_toml
+from lattgen.curriculum import read_record
+from lattgen.plots import pyplot, save_figure
+from lattgen.train import METRICS, read_metrics
 
 KINDS = ("single", "multigrid", "curriculum")
 

@@ -28,8 +28,8 @@ import time
 import torch
 
 from lattgen import Lattice
-from lattgen.config import parse_value
 from lattgen.build import make_generator
+from lattgen.config import parse_value
 from lattgen.train import train
 
 

@@ -9,7 +9,12 @@ import torch
 from lattgen import ConfigError
 from lattgen import rundir as rundir_module
 from lattgen.config import resolve_config
-from lattgen.curriculum import final_train_section, parse_curriculum, read_record, stage_train_section
+from lattgen.curriculum import (
+    final_train_section,
+    parse_curriculum,
+    read_record,
+    stage_train_section,
+)
 from lattgen.rundir import load_trained, train_run
 from lattgen.train import MODEL
 

@@ -9,13 +9,13 @@ import math
 
 import pytest
 import torch
+from lattgen_flows.coupling import fine_sites
 from lattgen_flows.multigrid import (
     DecimatedFreeField,
     GaussianProlong,
     coarse_slices,
     decimate_propagator,
     polyphase,
-    site_classes,
     unpolyphase,
 )
 
@@ -104,7 +104,7 @@ def test_fine_site_couplings_never_touch_the_coarse_sites(layer):
     phi, _ = coupling.forward_and_log_det(z)
     sl = coarse_slices(2)
     assert torch.equal(phi[sl], z[sl])
-    changed = (phi != z) & (site_classes(lat) != 0)
+    changed = (phi != z) & fine_sites(lat)
     assert changed[:, 1, 1].all(), "the even-colour fine sites (1, 1) are updated"
     assert not changed[:, 0, 1].any(), "the odd colour is frozen in a parity-0 layer"
 
@@ -118,7 +118,7 @@ def test_without_smoothing_the_coarse_field_depends_on_coarse_latents_only():
             p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3), dtype=p.dtype))
     z = torch.randn(2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     z2 = z.clone()
-    fine = site_classes(Lattice([8, 8])) != 0
+    fine = fine_sites(Lattice([8, 8]))
     z2[:, fine] = torch.randn(2, int(fine.sum()), dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     phi, _ = model.flow.forward_and_log_det(z)
     phi2, _ = model.flow.forward_and_log_det(z2)

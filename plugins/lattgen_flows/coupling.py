@@ -23,6 +23,11 @@ from .lattice_layer import LatticeBijection
 SITES = ("all", "fine")
 
 
+def fine_sites(lattice: Lattice, device=None) -> torch.Tensor:
+    """Mask (bool, shape lattice) of the fine sites: at least one odd coordinate (not coarse)."""
+    return (lattice.coordinates(device) % 2).any(-1)
+
+
 class CheckerboardCoupling(LatticeBijection):
     """z -> phi: frozen sites copied, active sites y -> transform(y; conditioner(frozen))."""
 
@@ -46,7 +51,7 @@ class CheckerboardCoupling(LatticeBijection):
             check(lattice.shape)
         active = lattice.checkerboard(self.parity, device=device, dtype=torch.bool)
         if self.sites == "fine":
-            active = active & (lattice.coordinates(device) % 2).any(-1)
+            active = active & fine_sites(lattice, device)
         self.register_buffer("active", active, persistent=False)
 
     def transform(

@@ -18,9 +18,9 @@ from lattgen.lattice import Lattice
 from lattgen.model import Bijection, Composition
 
 from .affine import make_affine_coupling
+from .flow_model import LatticeFlowModel
 from .free_field import FreeFieldLayer, GlobalRescale, fit_kinetic
 from .free_field_init import exact_propagator, kinetic_guess
-from .flow_model import LatticeFlowModel
 from .multigrid import build_multigrid, check_levels
 from .spline import PointwiseOddSpline, make_spline_coupling
 

@@ -54,13 +54,6 @@ def coarse_slices(ndim: int) -> tuple[slice, ...]:
     return (slice(None),) + (slice(None, None, 2),) * ndim
 
 
-def site_classes(lattice: Lattice, device=None) -> torch.Tensor:
-    """Class of every site in its 2^d block: sum_mu (x_mu mod 2) 2^mu (0 = coarse), shape lattice."""
-    coords = lattice.coordinates(device) % 2
-    weights = torch.tensor([2**mu for mu in range(lattice.ndim)], device=device)
-    return (coords * weights).sum(-1)
-
-
 def decimate_propagator(propagator: torch.Tensor) -> torch.Tensor:
     """G~ of the coarse-site field: G_c(m) = 2^-d sum_{n in {0,1}^d} G~(m + n L/2) (aliasing)."""
     g = propagator
