@@ -207,19 +207,22 @@ def train_curriculum(
         stage_dir = out / CURRICULUM_DIR / stage.name
         result = train_run(stage_config, stage_dir, registry=registry, progress=progress,
                            resume=resume, init_from=previous)
-        record.append({"dir": str(Path(CURRICULUM_DIR) / stage.name), "lattice": stage.action.get("lattice"),
-                       "action": stage.action, "steps": result.step, "elapsed_s": result.elapsed_s,
-                       "metrics": result.metrics})
+        record.append(_stage_record(str(Path(CURRICULUM_DIR) / stage.name), stage.action, result))
         previous = stage_dir
     spent_s = sum(r["elapsed_s"] for r in record)
     spent_steps = sum(r["steps"] for r in record)
     final = _train_single(config, out, registry=registry, progress=progress, resume=resume,
                           init_from=previous, budget=final_train_section(config["train"], spent_s, spent_steps))
-    record.append({"dir": ".", "lattice": config["action"].get("lattice"), "action": dict(config["action"]),
-                   "steps": final.step, "elapsed_s": final.elapsed_s, "metrics": final.metrics})
+    record.append(_stage_record(".", config["action"], final))
     if distributed.is_main():
         write_record(out, record)
     return final
+
+
+def _stage_record(directory: str, action: Mapping[str, Any], result: TrainResult) -> dict[str, Any]:
+    """One entry of curriculum.json: where the stage trained, on what, for how long, how well."""
+    return {"dir": directory, "lattice": action.get("lattice"), "action": dict(action),
+            "steps": result.step, "elapsed_s": result.elapsed_s, "metrics": result.metrics}
 
 
 def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple[dict[str, Any], Action, GenerativeModel]:
