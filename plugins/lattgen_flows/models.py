@@ -135,6 +135,20 @@ def make_spline_model(
     return assemble(action, stack, layers, path_gradient=path_gradient)
 
 
+def z2_coupling_factory(
+    coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, network: str, bins: int,
+    tail_bound: float,
+) -> Callable[[Lattice, int, str], Bijection]:
+    """``make(lattice, parity, sites)``: a Z2-equivariant affine or odd-spline coupling with these settings."""
+    if coupling == "affine":
+        return lambda lattice, parity, sites: make_affine_coupling(
+            lattice, parity, hidden, kernel_size, activation, network, z2=True, sites=sites)
+    if coupling == "spline":
+        return lambda lattice, parity, sites: make_spline_coupling(
+            lattice, parity, hidden, kernel_size, activation, network, bins, tail_bound, z2=True, sites=sites)
+    raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
+
+
 def make_equivariant_model(
     action: Action, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool,
@@ -147,14 +161,8 @@ def make_equivariant_model(
         stack += _head(action, free_field)
         if pointwise:
             stack.append(PointwiseOddSpline(lat, bins, tail_bound))
-        if coupling == "affine":
-            stack += alternating(n_layers, lambda p: make_affine_coupling(
-                lat, p, hidden, kernel_size, activation, network, z2=True))
-        elif coupling == "spline":
-            stack += alternating(n_layers, lambda p: make_spline_coupling(
-                lat, p, hidden, kernel_size, activation, network, bins, tail_bound, z2=True))
-        else:
-            raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
+        make = z2_coupling_factory(coupling, hidden, kernel_size, activation, network, bins, tail_bound)
+        stack += alternating(n_layers, lambda p: make(lat, p, "all"))
     return assemble(action, stack, layers, z2=True, path_gradient=path_gradient)
 
 
@@ -171,19 +179,10 @@ def make_multigrid_model(
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
     tail_bound: float, path_gradient: bool = True,
 ) -> LatticeFlowModel:
-    """Multigrid flow (``multigrid.py``): coarse flow on the L/2^k sublattices, interpolation, refinement."""
+    """Multigrid flow (``multigrid.py``): coarse flow on the L/2^k sublattices, Gaussian prolongation, refinement."""
     lat = action.lattice
     check_levels(lat, levels)
-    if coupling not in ("affine", "spline"):
-        raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
-
-    def make_coupling(lattice: Lattice, parity: int, sites: str) -> Bijection:
-        if coupling == "affine":
-            return make_affine_coupling(lattice, parity, hidden, kernel_size, activation, "conv",
-                                        z2=True, sites=sites)
-        return make_spline_coupling(lattice, parity, hidden, kernel_size, activation, "conv", bins,
-                                    tail_bound, z2=True, sites=sites)
-
+    make_coupling = z2_coupling_factory(coupling, hidden, kernel_size, activation, "conv", bins, tail_bound)
     stack = build_multigrid(lat, gaussian_kinetic(action), levels, make_coupling, coarse_layers,
                             refine_layers, smooth_layers)
     return LatticeFlowModel(lat, Composition(stack), path_gradient)
