@@ -320,9 +320,8 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
                     out[label]["consistent"] = False
                 else:
                     out[label]["too_short"].append(name)
-    for verdict in out.values():
-        verdict["verdict"] = ("NO" if not verdict["consistent"]
-                              else "too short" if verdict["too_short"] else "yes")
+    for judged in out.values():
+        judged["verdict"] = "NO" if not judged["consistent"] else "too short" if judged["too_short"] else "yes"
     return out
 
 
