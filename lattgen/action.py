@@ -7,21 +7,31 @@ from typing import Any
 
 import torch
 
+from .field import FieldSpace, RealField
 from .lattice import Lattice
 
 
 class Action(abc.ABC):
-    """A lattice action S(phi) for fields of shape (batch, *lattice.shape).
+    """A lattice action S(phi) for fields of shape (batch, *field_space.shape).
 
     Subclasses implement ``action``; ``force`` defaults to autograd and should be overridden
-    with the analytic derivative where one exists (HMC calls it in its hot loop).
+    with the analytic derivative where one exists (HMC calls it in its hot loop). The field
+    space (what a configuration is) defaults to one real number per site; a theory on links or
+    on a curved target space overrides ``make_field_space``.
     """
 
     #: the action is invariant under phi -> -phi (lets samplers add a random Z2 flip)
     z2_symmetric: bool = False
+    #: the action is invariant under lattice translations (lets IMH add random translations)
+    translation_invariant: bool = True
 
     def __init__(self, lattice: Lattice):
         self.lattice = lattice
+        self.field_space: FieldSpace = self.make_field_space(lattice)
+
+    def make_field_space(self, lattice: Lattice) -> FieldSpace:
+        """What one configuration is (default: a real number per site, ``RealField``)."""
+        return RealField(lattice)
 
     @abc.abstractmethod
     def action(self, phi: torch.Tensor) -> torch.Tensor:
@@ -52,11 +62,14 @@ class Action(abc.ABC):
         """Parameters that define this action (written to results.json)."""
         return {}
 
-    def exact(self) -> dict[str, Any] | None:
-        """Exact results where known (e.g. the free field): None for interacting theories.
+    def action_float64(self, phi: torch.Tensor) -> torch.Tensor:
+        """S(phi) in float64 whatever phi's dtype (Metropolis tests on Delta S of O(V) need it).
 
-        Keys (all optional but named so): ``"propagator"`` G~(p) as a float64 tensor of shape
-        ``lattice.shape`` in FFT ordering, ``"susceptibility"`` (float), ``"correlation_length"``
-        (second-moment xi, float), ``"ising_energy"`` (float).
+        Default: the action of phi promoted to float64; override when a cheaper exact form exists.
         """
+        return self.action(phi.to(torch.complex128 if phi.is_complex() else torch.float64)).to(torch.float64)
+
+    def exact(self) -> dict[str, Any] | None:
+        """Exact results where known, keyed by observable name (for example a free field's
+        susceptibility); None where nothing is known exactly."""
         return None

@@ -200,15 +200,9 @@ class HMC(Sampler):
 
     # -- pieces ---------------------------------------------------------------------------
     def _action64(self, phi: torch.Tensor) -> torch.Tensor:
-        """S(phi) in float64, shape (n_chains,); uses ``action.action_float64`` where offered.
-
-        An action may offer ``action_float64(phi)``: S summed in float64 from densities in phi's
-        dtype, which spares float32 runs the float64 temporaries (their allocation dominated).
-        """
-        fn = getattr(self.action, "action_float64", None)
-        if fn is not None:
-            return fn(phi)
-        return self.action.action(phi.to(torch.float64)).to(torch.float64)
+        """S(phi) in float64, shape (n_chains,): ``action.action_float64`` (an action may sum its
+        densities in float64 from phi's dtype, sparing float32 runs the float64 temporaries)."""
+        return self.action.action_float64(phi)
 
     def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, force) of the current state, cached across trajectories (recomputed if replaced)."""
