@@ -63,6 +63,16 @@ def build_sampler(
     )
 
 
+def default_observables(action: Action, theory_observables: Sequence[str] | None,
+                        registry: Registry | None = None) -> list[str]:
+    """The observables measured when a run names none: the theory's list, else every observable
+    registered for the action's field space (``register(..., field=...)``)."""
+    reg = _registry(registry)
+    if theory_observables is not None:
+        return list(theory_observables)
+    return reg.for_field("observable", action.field_space)
+
+
 def build_observables(
     lattice: Lattice, names: Sequence[str] | None = None, registry: Registry | None = None
 ) -> dict[str, Observable]:

@@ -1,5 +1,11 @@
 """The plugin registry: loads built-in and third-party plugins from the ``lattgen`` entry points.
 
+Registration keywords the core reads (``register(name, factory, params, doc, **meta)``):
+``theory=Theory(...)`` on actions (``lattgen.theory``); ``field="<manifold>"`` on observables,
+models and layers (the field space they work on, ``FieldSpace.manifold``; default ``"real"``);
+``compare=False`` on models left out of the default comparison; ``needs_model=True`` on
+samplers that take a generative model as their proposal (the default sampler of a trained model).
+
 Built-ins go through the same entry-point group a third party uses. A name registered twice is
 a ``PluginError`` naming both plugins; a plugin that fails to import (or whose hook raises)
 is a warning naming it, and everything else keeps working.
@@ -17,7 +23,9 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownComponentError
+from .field import FieldSpace
 from .params import Param, validate_params
+from .theory import Theory
 
 ENTRY_POINT_GROUP = "lattgen"
 
@@ -102,6 +110,8 @@ class Registry:
                 raise PluginError(f"plugin {plugin_name!r} registered a {kind} without a valid name")
             if not callable(factory):
                 raise PluginError(f"plugin {plugin_name!r}: {kind} {name!r} factory is not callable")
+            if "theory" in meta and not isinstance(meta["theory"], Theory):
+                raise PluginError(f"plugin {plugin_name!r}: {kind} {name!r}: theory= must be a lattgen.Theory")
             if not doc:
                 doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
             added.append(ComponentSpec(kind, name, factory, tuple(params), doc, plugin_name, dict(meta)))
@@ -138,6 +148,28 @@ class Registry:
         except KeyError:
             valid = ", ".join(self.names(kind)) or "(none registered)"
             raise UnknownComponentError(f"unknown {kind} {name!r}; available: {valid}") from None
+
+    def theory(self, action: str) -> Theory:
+        """The defaults an action declared at registration (an empty Theory if none)."""
+        return self.get("action", action).meta.get("theory") or Theory()
+
+    def default_action(self) -> dict[str, Any]:
+        """The [action] section ``lattgen compare`` runs without a config: the action whose
+        theory says ``default=True`` (its ``default_point``)."""
+        for spec in self.specs("action"):
+            theory = spec.meta.get("theory")
+            if theory is not None and theory.default and theory.default_point is not None:
+                return {"name": spec.name, **dict(theory.default_point)}
+        raise UnknownComponentError("no installed plugin declares a default theory; give a config "
+                                    "with an [action] section")
+
+    def for_field(self, kind: str, space: FieldSpace) -> list[str]:
+        """Names of the components of ``kind`` registered for ``space``'s manifold (``field=``)."""
+        return [s.name for s in self.specs(kind) if s.meta.get("field", "real") == space.manifold]
+
+    def model_samplers(self) -> list[str]:
+        """Samplers that take a generative model as their proposal (``needs_model=True``)."""
+        return [s.name for s in self.specs("sampler") if s.meta.get("needs_model", False)]
 
     def plugin_names(self) -> list[str]:
         return sorted(name for name, _ in self.pm.list_name_plugin())

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__, distributed
 from .analysis import analyse_chain
-from .build import build_action, build_observables, build_sampler, make_generator
+from .build import build_action, build_observables, default_observables, build_sampler, make_generator
 from .errors import ConfigError
 from .model import GenerativeModel
 from .observable import measure_all
@@ -56,7 +56,10 @@ def run_sampling(
         model = model.to(run["device"])
     sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
     sampler.across_ranks = world > 1
-    observables = build_observables(action.lattice, run["observables"], reg)
+    names = run["observables"]
+    if names is None:
+        names = default_observables(action, reg.theory(config["action"]["name"]).observables, reg)
+    observables = build_observables(action.lattice, names, reg)
     t0 = time.perf_counter()
     chain = run_chain(
         sampler,

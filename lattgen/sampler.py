@@ -56,9 +56,13 @@ class Sampler(abc.ABC):
         self.device = torch.device(device)
         self.dtype = dtype
         self.generator = generator
-        self.state: torch.Tensor = torch.zeros(
-            (self.n_chains, *self.lattice.shape), device=self.device, dtype=dtype
-        )
+        if generator is not None and torch.device(generator.device).type != self.device.type:
+            raise ConfigError(
+                f"the random generator is on {generator.device} but the sampler runs on {self.device}; "
+                "create it with lattgen.make_generator(seed, device)"
+            )
+        #: (n_chains, *action.field_space.shape): the chains' current configurations
+        self.state: torch.Tensor = action.field_space.cold(self.n_chains, device=self.device, dtype=dtype)
 
     @abc.abstractmethod
     def step(self, tune: bool = False) -> torch.Tensor:

@@ -21,7 +21,7 @@ from lattgen.action import Action
 from lattgen.errors import ConfigError
 from lattgen.sampler import Sampler, metropolis_accept
 
-from .common import acceptance_probability, check_generator, initial_state
+from .common import acceptance_probability, initial_state
 from .tuning import DualAveraging
 
 #: Omelyan's minimum-norm lambda for the position (P-Q-P-Q-P) form, eq. (31) of the paper
@@ -147,7 +147,9 @@ def kinetic_energy(p: torch.Tensor) -> torch.Tensor:
 class HMC(Sampler):
     """Hybrid Monte Carlo on n_chains chains at once; exact after thermalisation (step size frozen).
 
-    Starts from i.i.d. N(0, 1) fields (``init="random"``) or zeros (``"cold"``). S and the force
+    Starts from the field space's hot (``init="random"``: i.i.d. N(0, 1) real fields) or cold
+    start (``"cold"``); after each trajectory the field is mapped back onto its manifold (link
+    angles wrapped into (-pi, pi]: a measure-preserving bijection of the torus). S and the force
     of the current state are cached between trajectories (recomputed if ``state`` is replaced);
     Delta H is formed in float64. Any action works (autograd force if it has no analytic one).
     """
@@ -170,7 +172,6 @@ class HMC(Sampler):
         init: str = "random",
     ):
         super().__init__(action, n_chains=n_chains, device=device, generator=generator, dtype=dtype)
-        check_generator(generator, self.device)
         if integrator not in INTEGRATORS:
             raise ConfigError(f"sampler.integrator: {integrator!r} is not valid; choose one of: "
                               + ", ".join(INTEGRATORS))
@@ -184,7 +185,11 @@ class HMC(Sampler):
         self.target_acceptance = float(target_acceptance)
         self.trajectory_jitter = float(trajectory_jitter)
         self.init = init
-        self.state = initial_state((self.n_chains, *self.lattice.shape), init,
+        self.space = action.field_space
+        if self.space.complex:
+            raise ConfigError(f"sampler 'hmc' moves real coordinates; the action's {self.space!r} is complex "
+                              "(use a sampler of the theory's plugin)")
+        self.state = initial_state(self.space, self.n_chains, init,
                                    generator=generator, device=self.device, dtype=dtype)
         self.step_size = self.schedule.initial_step_size()
         lo, hi = self.schedule.step_bounds()
@@ -265,10 +270,11 @@ class HMC(Sampler):
         phi = phi0.clone()
         f1 = self._integrate(phi, p, self.action.force, eps, n_md, initial_force=f0)
         self._force_evals = FORCES_PER_STEP[self.integrator] * n_md
+        phi = self.space.project(phi)  # back onto the manifold (angles wrapped; S is periodic)
         s1 = self._action64(phi)
         log_ratio = h0 - (s1 + kinetic_energy(p))
         acc = metropolis_accept(log_ratio, self.generator)
-        site_acc = acc.view((-1,) + (1,) * self.lattice.ndim)
+        site_acc = acc.view((-1,) + (1,) * (phi.dim() - 1))
         self.state = torch.where(site_acc, phi, phi0)
         self._cache = (self.state, self.state._version, torch.where(acc, s1, s0), torch.where(site_acc, f1, f0))
         prob = acceptance_probability(log_ratio)

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from lattgen.action import Action
+from lattgen.field import RealField
 from lattgen.errors import ConfigError, LatticeError
 from lattgen.sampler import Sampler, metropolis_accept
 
-from .common import acceptance_probability, check_generator, initial_state
+from .common import acceptance_probability, initial_state
 from .tuning import DualAveraging
 
 #: proposal width used when none is given, the tuner's starting point
@@ -53,7 +54,6 @@ class Metropolis(Sampler):
         init: str = "random",
     ):
         super().__init__(action, n_chains=n_chains, device=device, generator=generator, dtype=dtype)
-        check_generator(generator, self.device)
         lat = self.lattice
         if not lat.bipartite:
             raise LatticeError(
@@ -71,7 +71,10 @@ class Metropolis(Sampler):
         self.init = init
         self._masks = [lat.checkerboard(parity, device=self.device, dtype=torch.bool) for parity in (0, 1)]
         self._dims = lat.dims
-        self.state = initial_state((self.n_chains, *lat.shape), init,
+        if not isinstance(action.field_space, RealField):
+            raise ConfigError(f"sampler 'metropolis' proposes real shifts per site; the action's "
+                              f"{action.field_space!r} is not a real field (use a sampler of the theory's plugin)")
+        self.state = initial_state(action.field_space, self.n_chains, init,
                                    generator=generator, device=self.device, dtype=dtype)
         check_local_action(action, self.state[:1], self._masks[0])
         self.proposal_width = float(proposal_width or DEFAULT_PROPOSAL_WIDTH)

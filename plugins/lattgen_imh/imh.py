@@ -91,27 +91,23 @@ class IMH(Sampler):
                 "sampler.z2_flip: the action is not Z2 symmetric (action.z2_symmetric is False), so a "
                 "random phi -> -phi would change the target; set z2_flip = false"
             )
-        if translate and not getattr(action, "translation_invariant", True):
+        if translate and not action.translation_invariant:
             raise ConfigError(
                 "sampler.translate: the action is not translation invariant "
                 "(action.translation_invariant is False); set translate = false"
-            )
-        if generator is not None and torch.device(generator.device).type != self.device.type:
-            raise ConfigError(
-                f"the random generator is on {generator.device} but the sampler runs on {self.device}; "
-                "create it with lattgen.build.make_generator(seed, device)"
             )
         self.model = model.to(self.device)
         self.model.eval()
         self.batch_size = int(batch_size)
         self.z2_flip = bool(z2_flip)
         self.translate = bool(translate)
-        self._shape = tuple(self.lattice.shape)
+        self.space = action.field_space
+        self._shape = self.space.shape
+        self._bcast = (-1,) + (1,) * len(self._shape)
         self._buffer_phi: torch.Tensor | None = None
         self._buffer_lw: torch.Tensor | None = None
         self._pos = self.batch_size
-        if self.translate:
-            self._site_index = self._make_site_index()
+        self._extents = torch.tensor(self.lattice.shape, device=self.device)
         self._run = torch.zeros(self.n_chains, dtype=torch.int64, device=self.device)
         self._longest_run = torch.zeros((), dtype=torch.int64, device=self.device)
         self._accepted = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -146,23 +142,11 @@ class IMH(Sampler):
         return self._buffer_phi[k], self._buffer_lw[k]
 
     # -- symmetry moves on the output -----------------------------------------------------------
-    def _make_site_index(self) -> torch.Tensor:
-        """Site coordinates (V, d) and strides to turn per-chain shifts into gather indices."""
-        coords = self.lattice.coordinates(self.device).reshape(-1, self.lattice.ndim)
-        self._extents = torch.tensor(self._shape, device=self.device)
-        strides = [1] * self.lattice.ndim
-        for mu in range(self.lattice.ndim - 2, -1, -1):
-            strides[mu] = strides[mu + 1] * self._shape[mu + 1]
-        self._strides = torch.tensor(strides, device=self.device)
-        return coords
-
     def _translated(self, x: torch.Tensor) -> torch.Tensor:
         """Each chain's field shifted by its own uniformly random lattice vector (periodic)."""
         u = torch.rand((self.n_chains, self.lattice.ndim), generator=self.generator, device=self.device)
         shift = (u * self._extents).long().clamp_(max=self._extents - 1)
-        src = (self._site_index[None] + shift[:, None, :]) % self._extents  # (chains, V, d)
-        index = (src * self._strides).sum(-1)
-        return x.reshape(self.n_chains, -1).gather(1, index).reshape(x.shape)
+        return self.space.translate(x, shift)
 
     def _output(self, x: torch.Tensor) -> torch.Tensor:
         """Y = g X with a fresh random symmetry element g per chain (identity without options)."""
@@ -171,7 +155,7 @@ class IMH(Sampler):
         if self.z2_flip:
             u = torch.rand(self.n_chains, generator=self.generator, device=self.device)
             sign = torch.where(u < 0.5, -1.0, 1.0).to(x.dtype)
-            x = x * sign.reshape(-1, *([1] * self.lattice.ndim))
+            x = x * sign.reshape(self._bcast)
         return x
 
     # -- the Markov step ---------------------------------------------------------------------------
@@ -182,7 +166,7 @@ class IMH(Sampler):
         """
         phi_new, lw_new = self._next_proposal()
         accept = metropolis_accept(lw_new - self._lw, self.generator)
-        self._x = torch.where(accept.reshape(-1, *([1] * self.lattice.ndim)), phi_new, self._x)
+        self._x = torch.where(accept.reshape(self._bcast), phi_new, self._x)
         self._lw = torch.where(accept, lw_new, self._lw)
         self._run = torch.where(accept, 0, self._run + 1)
         if not tune:
