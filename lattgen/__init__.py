@@ -1,5 +1,11 @@
-"""lattgen: a plugin-based zoo of generative models and samplers for lattice field theories."""
+"""lattgen: a plugin-based zoo of generative models and samplers for lattice field theories.
 
+The names below are the public plugin API (docs/plugins.md): a plugin, built-in or third-party,
+imports only these from ``lattgen`` (a test walks the built-in plugins' imports). Everything
+else in the package is internal and may change.
+"""
+
+from .action import Action
 from .errors import (
     ConfigError,
     LatticeError,
@@ -9,22 +15,53 @@ from .errors import (
     TrainingError,
     UnknownComponentError,
 )
+from .field import FieldSpace, LinkAngles, RealField, UnitVectors, wrap_angle
+from .fourier import apply_circulant, power_spectrum, sample_gaussian_field
 from .hookspecs import hookimpl
 from .lattice import Lattice
+from .model import Bijection, Composition, FlowModel, GenerativeModel, standard_normal_log_prob
+from .observable import Observable
 from .params import Param
+from .rng import make_generator
+from .sampler import Chain, Sampler, merge_infos, metropolis_accept
+from .theory import ScalingLine, Theory
+from .training_data import make_training_data
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
+    "Bijection",
+    "Chain",
+    "Composition",
     "ConfigError",
+    "FieldSpace",
+    "FlowModel",
+    "GenerativeModel",
     "Lattice",
     "LatticeError",
     "LattgenError",
+    "LinkAngles",
+    "Observable",
     "Param",
     "PluginError",
+    "RealField",
     "RunDirError",
+    "Sampler",
+    "ScalingLine",
+    "Theory",
     "TrainingError",
+    "UnitVectors",
     "UnknownComponentError",
+    "apply_circulant",
     "hookimpl",
+    "make_generator",
+    "make_training_data",
+    "merge_infos",
+    "metropolis_accept",
+    "power_spectrum",
+    "sample_gaussian_field",
+    "standard_normal_log_prob",
+    "wrap_angle",
     "__version__",
 ]

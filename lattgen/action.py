@@ -20,6 +20,8 @@ class Action(abc.ABC):
     on a curved target space overrides ``make_field_space``.
     """
 
+    #: the registered name (set when the registry builds it): its theory's key (``Registry.theory``)
+    name: str = ""
     #: the action is invariant under phi -> -phi (lets samplers add a random Z2 flip)
     z2_symmetric: bool = False
     #: the action is invariant under lattice translations (lets IMH add random translations)

@@ -399,9 +399,8 @@ def analyse_chain(
         if obs.index or isinstance(res["value"], list):
             res = {key: (v if isinstance(v, list) or key == "reliable" else [v]) for key, v in res.items()}
             res["index"] = obs.index
-            values = getattr(obs, "index_values", None)
-            if values:
-                res["index_values"] = _jsonable(np.asarray(values))
+            if obs.index_values:
+                res["index_values"] = _jsonable(np.asarray(obs.index_values))
         results[name] = res
     if troubled:  # one warning per chain, naming the observables, instead of one per observable
         first = next(iter(troubled.values()))

@@ -12,6 +12,7 @@ from .lattice import Lattice
 from .model import GenerativeModel
 from .observable import Observable
 from .registry import Registry, get_registry
+from .rng import make_generator  # noqa: F401  (re-exported: lattgen.build.make_generator)
 from .sampler import Sampler
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -19,13 +20,6 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def _registry(registry: Registry | None) -> Registry:
     return registry if registry is not None else get_registry()
-
-
-def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    """A torch.Generator on ``device`` seeded with ``seed``: every random draw of a run uses it."""
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(int(seed))
-    return g
 
 
 def build_action(section: Mapping[str, Any], registry: Registry | None = None) -> Action:

@@ -144,8 +144,15 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
 
         # the action is rebuilt from the (possibly overridden) config below, not reused from here
         base, _, model = load_trained(path, reg)
-        # the run's own [sampler] is the default one (hmc); a trained model proposes through imh
-        base["sampler"] = {"name": "imh"}
+        # the run's own [sampler] is the theory's default; a trained model proposes through the
+        # registered model sampler (needs_model=True)
+        from .harness import model_sampler
+
+        proposal = model_sampler(reg)
+        if proposal is None:
+            raise RunDirError("no installed sampler takes a generative model (needs_model=True) to sample "
+                              f"the run directory {target!r} with")
+        base["sampler"] = {"name": proposal}
         raw = apply_overrides(base, overrides)
     elif path.is_file():
         raw = load_config_with_overrides(str(path), overrides)
@@ -204,8 +211,9 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, in
 def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None) -> None:
     """Compare model families and classical samplers on one action, on equal terms.
 
-    Without CONFIG.toml: phi^4, L = 8, beta = 0.577, lam = 0.5, every built-in model with imh,
-    plus hmc and metropolis.
+    Without CONFIG.toml: the default theory's default point (with the built-in plugins, for
+    example, phi^4 on 8x8 at beta = 0.577, lam = 0.5), every model registered for its field with
+    the model sampler, plus the theory's classical samplers.
     """
     from .harness import resolve_compare, run_compare
     from .registry import get_registry

@@ -62,7 +62,7 @@ TRAIN_PARAMS: tuple[Param, ...] = (
     Param("dtype", "str", "float32", "floating-point type of the model during training",
           choices=("float32", "float64")),
     Param("curriculum", "any", None, "stages trained first, each a table of [action] overrides and "
-          "its budget fraction, e.g. [{lattice = [8, 8], beta = 0.577, fraction = 0.25}] "
+          "its budget fraction, for example [{lattice = [8, 8], beta = 0.577, fraction = 0.25}] "
           "(lattgen/curriculum.py)", nullable=True),
 )
 
@@ -94,7 +94,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     out = copy.deepcopy(dict(config))
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. action.beta=0.5")
+            raise ConfigError(f"--set {item!r}: expected section.key=value, for example action.beta=0.5")
         key, text = item.split("=", 1)
         key = key.strip()
         parts = key.split(".")
@@ -173,8 +173,9 @@ def resolve_config(config: Mapping[str, Any], registry=None, require: Iterable[s
     if "model" in config:
         out["model"] = resolve_component(registry, "model", _section(config, "model"), "model")
     if "sampler" in config or "run" in config:
+        default = registry.theory(out["action"]["name"]).default_sampler if "action" in out else None
         out["sampler"] = resolve_component(registry, "sampler", _section(config, "sampler"), "sampler",
-                                           default="hmc")
+                                           default=default)
     if "train" in config or "model" in config:
         out["train"] = validate_params(TRAIN_PARAMS, _section(config, "train"), "train")
         if out["train"]["max_steps"] is None and out["train"]["max_time_s"] is None:

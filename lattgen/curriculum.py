@@ -1,7 +1,8 @@
 """Curriculum training: train at small lattices first, then transfer the weights up (L -> 2L -> 4L).
 
 ``[train] curriculum`` is a list of stages run before the config's own [action], each a table of
-[action] overrides plus the fraction of the budget it gets, e.g. along xi = L/4 (DESIGN.md):
+[action] overrides plus the fraction of the budget it gets, for example along phi^4's xi = L/4 line
+(docs/physics.md#reference-points):
 
     [[train.curriculum]]
     lattice = [8, 8]
@@ -52,7 +53,7 @@ def parse_curriculum(config: Mapping[str, Any]) -> list[Stage]:
         return []
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, (list, tuple)) or not raw:
         raise ConfigError("train.curriculum: expected a non-empty list of tables "
-                          "(e.g. [[train.curriculum]] with lattice = [8, 8], beta = 0.577, fraction = 0.25)")
+                          "(for example [[train.curriculum]] with lattice = [8, 8], beta = 0.577, fraction = 0.25)")
     stages = []
     for i, entry in enumerate(raw):
         where = f"train.curriculum[{i}]"
@@ -64,7 +65,7 @@ def parse_curriculum(config: Mapping[str, Any]) -> list[Stage]:
                               f"got {fraction!r}")
         overrides = {k: v for k, v in entry.items() if k != "fraction"}
         if not overrides:
-            raise ConfigError(f"{where}: no [action] key to change (e.g. lattice = [8, 8], beta = 0.577)")
+            raise ConfigError(f"{where}: no [action] key to change (for example lattice = [8, 8], beta = 0.577)")
         if "name" in overrides and overrides["name"] != config["action"].get("name"):
             raise ConfigError(f"{where}.name: a curriculum keeps the action ({config['action'].get('name')!r}); "
                               "change its parameters only")

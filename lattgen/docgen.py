@@ -23,7 +23,13 @@ def configuration_reference() -> str:
     from .registry import Registry, _load_entry_points
     from .scaling import SCALE_PARAMS
 
-    builtin = {"phi4", "classical", "observables", "flows", "imh", "generative"}
+    import importlib.metadata
+
+    from .registry import ENTRY_POINT_GROUP
+
+    # built-in: the plugins lattgen's own distribution registers (third-party ones are left out)
+    builtin = {ep.name for ep in importlib.metadata.distribution("lattgen").entry_points
+               if ep.group == ENTRY_POINT_GROUP}
     failed: dict[str, str] = {}
     plugins = [(n, p) for n, p in _load_entry_points(failed) if n in builtin]
     reg = Registry(plugins, entry_points=False)

@@ -29,10 +29,7 @@ from .config import TRAIN_PARAMS, resolve_action, resolve_component, resolve_run
 from .errors import ConfigError
 from .params import Param, reject_unknown, validate_params
 from .registry import Registry, get_registry
-
-#: the built-in default: phi^4 at xi ~ 2 (DESIGN.md's L = 8 point on the xi = L/4 line)
-DEFAULT_ACTION = {"name": "phi4", "lattice": [8, 8], "beta": 0.577, "lam": 0.5}
-CLASSICAL_DEFAULTS = ("hmc", "metropolis")
+from .theory import Theory
 
 COMPARE_PARAMS: tuple[Param, ...] = (
     Param("train_time_s", "float", 75.0, "training wall-time budget of every model entry", min=0,
@@ -50,29 +47,40 @@ COMPARE_PARAMS: tuple[Param, ...] = (
           "for models that train on data, e.g. the VAE", min=2),
     Param("sigma", "float", 3.0, "pulls beyond this many sigma are flagged inconsistent", min=0,
           min_exclusive=True),
-    Param("target_rel_error", "float", 0.01, "relative error on chi for the time-to-precision column",
+    Param("target_rel_error", "float", 0.01, "relative error on the theory's figure of merit for the "
+          "time-to-precision column",
           min=0, min_exclusive=True),
 )
 
 ENTRY_KEYS = ("label", "model", "sampler", "train")
 
 
-def default_entries(registry: Registry) -> list[dict[str, Any]]:
-    """Every registered model family with `imh`, plus the classical samplers."""
-    entries = [
-        {"label": spec.name, "model": {"name": spec.name}, "sampler": {"name": "imh"}}
-        for spec in registry.specs("model")
-        if spec.meta.get("compare", True)
-    ]
-    entries += [{"label": s, "sampler": {"name": s}} for s in CLASSICAL_DEFAULTS if s in registry.names("sampler")]
+def default_entries(registry: Registry, action: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every model family registered for the action's field space with the model sampler, plus
+    the theory's classical samplers."""
+    from .build import build_action
+
+    space = build_action(action, registry).field_space
+    proposal = model_sampler(registry)
+    models = registry.for_field("model", space) if proposal is not None else []
+    entries = [{"label": name, "model": {"name": name}, "sampler": {"name": proposal}}
+               for name in models if registry.get("model", name).meta.get("compare", True)]
+    entries += [{"label": s, "sampler": {"name": s}}
+                for s in registry.theory(action["name"]).classical_samplers if s in registry.names("sampler")]
     return entries
+
+
+def model_sampler(registry: Registry) -> str | None:
+    """The default sampler of an entry with a model: the first registered with ``needs_model``."""
+    names = registry.model_samplers()
+    return names[0] if names else None
 
 
 def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) -> dict[str, Any]:
     """Validate a compare config: [action], [compare], [[entries]]; fill the built-in defaults."""
     reg = registry or get_registry()
     reject_unknown(raw, ("action", "compare", "entries", "scale"), what="section")
-    action = resolve_action(reg, raw.get("action", DEFAULT_ACTION))
+    action = resolve_action(reg, raw["action"] if "action" in raw else reg.default_action())
     sec = raw.get("compare", {})
     if not isinstance(sec, Mapping):
         raise ConfigError("compare: must be a table ([compare])")
@@ -82,7 +90,7 @@ def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) ->
     resolve_run(reg, {"device": compare["device"], "observables": compare["observables"]})
     raw_entries = raw.get("entries", None)
     if raw_entries is None:
-        raw_entries = default_entries(reg)
+        raw_entries = default_entries(reg, action)
     if not isinstance(raw_entries, Sequence) or isinstance(raw_entries, (str, bytes)) or not raw_entries:
         raise ConfigError("entries: must be a non-empty list of tables ([[entries]])")
     entries, labels = [], set()
@@ -95,7 +103,7 @@ def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) ->
         if "model" in e:
             entry["model"] = resolve_component(reg, "model", _table(e["model"], f"{where}.model"), f"{where}.model")
         entry["sampler"] = resolve_component(reg, "sampler", _table(e.get("sampler", {}), f"{where}.sampler"),
-                                             f"{where}.sampler", default="imh" if "model" in entry else None)
+                                             f"{where}.sampler", default=model_sampler(reg) if "model" in entry else None)
         if "model" in entry:
             train = {"max_time_s": compare["train_time_s"], "max_steps": compare["train_steps"],
                      "threads": compare["threads"]}
@@ -111,7 +119,8 @@ def resolve_compare(raw: Mapping[str, Any], registry: Registry | None = None) ->
         labels.add(label)
         entry["label"] = label
         entries.append(entry)
-    return {"action": action, "compare": compare, "entries": entries}
+    return {"action": action, "compare": compare, "theory": theory_summary(reg.theory(action["name"])),
+            "entries": entries}
 
 
 def _table(obj: Any, where: str) -> dict[str, Any]:
@@ -172,7 +181,7 @@ def run_entry(
 
         t0 = time.perf_counter()
         data_s = 0.0
-        if reg.get("model", cfg["model"]["name"]).meta.get("requires_data", False):
+        if needs_data(cfg, reg):
             # torchrun: rank 0 makes the data; its file and generation time serve every rank
             cfg["train"], data_s = distributed.run_on_main(prepare_data, cfg, out, compare["data_samples"], reg)
         train_run(cfg, out / "train", registry=reg, progress=train_progress, resume=True)
@@ -187,9 +196,10 @@ def run_entry(
     results["label"] = label
     results["config_hash"] = cfg_hash
     results["training"] = training
-    results["performance"] = performance(results, training, compare["target_rel_error"])
+    theory = reg.theory(cfg["action"]["name"])
+    results["performance"] = performance(results, training, compare["target_rel_error"], theory)
     if main:
-        np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain))
+        np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain, theory.histogram))
         write_json(results, out / "results.json")
     return results
 
@@ -208,7 +218,7 @@ def prepare_data(cfg: Mapping[str, Any], out: Path, n: int, registry: Registry) 
     path = out / "train_data.pt"
     t0 = time.perf_counter()
     if not path.is_file():  # resumed entries reuse their data
-        data = make_training_data(build_action(cfg["action"], registry), n, cfg["run"]["seed"])
+        data = make_training_data(build_action(cfg["action"], registry), n, cfg["run"]["seed"], registry=registry)
         tmp = path.with_suffix(".tmp")
         torch.save(data.float(), tmp)
         tmp.replace(path)
@@ -240,9 +250,18 @@ def training_summary(train_dir: Path, wall_s: float, data_s: float = 0.0) -> dic
     }
 
 
-def performance(results: Mapping[str, Any], training: Mapping[str, Any] | None, target: float) -> dict[str, Any]:
-    """Cost figures: ESS/s of chi, time to a target relative error on chi including training."""
-    chi = results["observables"].get("susceptibility", {})
+def needs_data(cfg: Mapping[str, Any], registry: Registry) -> bool:
+    """Whether the entry's model trains on configurations (``GenerativeModel.requires_data``)."""
+    from .build import build_action, build_model
+
+    return build_model(cfg["model"], build_action(cfg["action"], registry), registry).requires_data
+
+
+def performance(results: Mapping[str, Any], training: Mapping[str, Any] | None, target: float,
+                theory: Theory) -> dict[str, Any]:
+    """Cost figures of the theory's figure of merit F: ESS(F)/s, time to a target relative error
+    on F including training; tau_int of every headline observable (``tau_int_<name>``)."""
+    chi = results["observables"].get(theory.figure_of_merit, {}) if theory.figure_of_merit else {}
     wall = results["wall_time_s"]
     train_s = (training or {}).get("train_time_s") or 0.0
     out: dict[str, Any] = {"train_time_s": train_s, "sample_time_s": wall}
@@ -254,18 +273,19 @@ def performance(results: Mapping[str, Any], training: Mapping[str, Any] | None, 
         out["time_to_target_s"] = train_s + results.get("therm_time_s", 0.0) + wall * (rel / target) ** 2
     else:
         out["time_to_target_s"] = None
-    for obs in ("abs_magnetisation", "susceptibility"):
+    for obs in dict.fromkeys([*theory.headline, *([theory.figure_of_merit] if theory.figure_of_merit else [])]):
         o = results["observables"].get(obs, {})
         out[f"tau_int_{obs}"] = o.get("tau_int")
         out[f"tau_int_{obs}_error"] = o.get("tau_int_error")
     return out
 
 
-def plot_arrays(chain) -> dict[str, np.ndarray]:
-    """What the plots need from a chain: m per configuration, log-weights, accept history."""
+def plot_arrays(chain, histogram: str | None) -> dict[str, np.ndarray]:
+    """What the plots need from a chain: the histogrammed observable's first primary per
+    configuration (``hist``), log-weights, accept history."""
     arrays: dict[str, np.ndarray] = {"accepted": chain.accepted.astype(np.float32)}
-    if "magnetisation" in chain.primaries:
-        arrays["m"] = chain.primaries["magnetisation"][..., 0].astype(np.float32)
+    if histogram in chain.primaries:
+        arrays["hist"] = chain.primaries[histogram][..., 0].astype(np.float32)
     for key, value in chain.extras.items():
         arrays[key] = np.asarray(value)
     return arrays
@@ -366,12 +386,18 @@ def run_compare(
     cons = consistency(ordered, compare["sigma"])
     for r in ordered:
         r["consistency"] = cons[r["label"]]
-    summary = {"action": action, "compare": compare, "entries": ordered}
+    summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered}
     if main:
         write_json(summary, out / "results.json")
         compare_plots(summary, out)
     distributed.barrier()
     return summary
+
+
+def theory_summary(theory: Theory) -> dict[str, Any]:
+    """What the report and plots need of the theory, recorded in the compare results.json."""
+    return {"headline": list(theory.headline), "figure_of_merit": theory.figure_of_merit,
+            "histogram": theory.histogram, "histogram_label": theory.histogram_label}
 
 
 def _toml_ready(resolved: Mapping[str, Any]) -> dict[str, Any]:

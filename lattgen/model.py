@@ -1,6 +1,6 @@
 """Generative-model interfaces: ``Bijection`` (a flow layer) and ``GenerativeModel``.
 
-Direction convention (DESIGN.md): a model maps latent z to field phi.
+Direction convention (docs/physics.md#conventions): a model maps latent z to field phi.
 ``forward_and_log_det(z) -> (phi, log|det dphi/dz|)``,
 ``inverse_and_log_det(phi) -> (z, log|det dz/dphi|)``, and
 ``log q(phi) = log r(z) - log|det dphi/dz|``.

@@ -28,6 +28,8 @@ class Observable:
     doc: str = ""
     #: name of the index of a vector observable (e.g. "t" or "x"), "" for scalars
     index: str = ""
+    #: the index's values of a vector observable (ints or coordinates), () if not listed
+    index_values: tuple = ()
 
     def value(self, means: np.ndarray) -> np.ndarray:
         """The observable from the primaries' means, always as a 1-D array."""

@@ -59,17 +59,31 @@ def plot_training(summary, out: Path) -> Path | None:
     return save_figure(fig, out / "training.png")
 
 
+def headline(summary: Mapping[str, Any]) -> list[str]:
+    """The observables whose tau_int the report shows: the theory's headline and figure of merit
+    (recorded in the summary), else every ``tau_int_<name>`` in the entries' performance."""
+    theory = summary.get("theory") or {}
+    names = [*theory.get("headline", ()), *([theory["figure_of_merit"]] if theory.get("figure_of_merit") else [])]
+    if not names:
+        names = [k[len("tau_int_"):] for e in summary["entries"] for k in e.get("performance", {})
+                 if k.startswith("tau_int_") and not k.endswith("_error")]
+    return list(dict.fromkeys(names))
+
+
 def plot_tau(summary, out: Path) -> Path:
-    """tau_int of |m| and m^2 per entry with Gamma-method error bars (log scale)."""
+    """tau_int of the headline observables per entry with Gamma-method error bars (log scale)."""
     plt = pyplot()
     entries = summary["entries"]
     labels = [e["label"] for e in entries]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 2), 4.2))
-    for shift, obs, name in ((-0.18, "abs_magnetisation", "|m|"), (0.18, "susceptibility", "m^2")):
+    names = headline(summary)
+    width = 0.72 / max(1, len(names))
+    for i, obs in enumerate(names):
         tau = [e["performance"].get(f"tau_int_{obs}") or np.nan for e in entries]
         err = [e["performance"].get(f"tau_int_{obs}_error") or 0 for e in entries]
-        ax.bar(x + shift, tau, width=0.36, yerr=err, capsize=3, label=f"tau_int({name})")
+        shift = (i - (len(names) - 1) / 2) * width
+        ax.bar(x + shift, tau, width=width, yerr=err, capsize=3, label=f"tau_int({obs})")
     ax.axhline(0.5, color="k", lw=0.8, ls="--", label="uncorrelated (0.5)")
     ax.set_xticks(x, labels, rotation=20)
     ax.set_yscale("log")
@@ -89,21 +103,24 @@ def _plotdata(out: Path, label: str) -> dict[str, np.ndarray]:
 
 
 def plot_histograms(summary, out: Path) -> Path:
-    """Histograms of the magnetisation m (all entries) and of log-weights (model entries)."""
+    """Histograms of the theory's histogrammed quantity (all entries; e.g. a magnetisation) and
+    of log-weights (model entries)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     any_w = False
     for e in summary["entries"]:
         data = _plotdata(out, e["label"])
-        if "m" in data:
-            axes[0].hist(data["m"].ravel(), bins=60, density=True, histtype="step", label=e["label"])
+        values = data.get("hist", data.get("m"))  # "m": plot data written before theories declared it
+        if values is not None:
+            axes[0].hist(values.ravel(), bins=60, density=True, histtype="step", label=e["label"])
         if "log_weights" in data:
             lw = data["log_weights"].ravel().astype(np.float64)
             lw = lw[np.isfinite(lw)]
             if lw.size:
                 any_w = True
                 axes[1].hist(lw - np.median(lw), bins=60, density=True, histtype="step", label=e["label"])
-    axes[0].set_xlabel("magnetisation m = (1/V) sum_x phi_x")
+    theory = summary.get("theory") or {}
+    axes[0].set_xlabel(theory.get("histogram_label") or theory.get("histogram") or "histogrammed observable")
     axes[0].set_ylabel("probability density")
     axes[1].set_xlabel("log w - median(log w),  log w = -S(phi) - log q(phi)")
     axes[1].set_ylabel("probability density")

@@ -62,7 +62,10 @@ class ComponentSpec:
     def build(self, *args, params: Mapping[str, Any] | None = None, where: str | None = None, **context):
         """Validate ``params`` and call the factory with context positional/keyword arguments."""
         kwargs = self.validate(params or {}, where)
-        return self.factory(*args, **context, **kwargs)
+        built = self.factory(*args, **context, **kwargs)
+        if self.kind == "action":
+            built.name = self.name  # its theory's key (Registry.theory)
+        return built
 
     def to_dict(self) -> dict:
         return {

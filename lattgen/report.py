@@ -114,19 +114,21 @@ def _fmt(v, spec=".3g") -> str:
 
 def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
     """The `lattgen compare` report: a cost table and an observables table with pulls."""
+    from .plots import headline
+
+    names = headline(summary)
+    fom = (summary.get("theory") or {}).get("figure_of_merit") or "-"
     perf = Table(title="cost and autocorrelation (same action, budget and analysis for all)")
-    for col in ("entry", "model / sampler", "train s", "acceptance", "tau_int |m|", "tau_int m^2",
-                "ESS(chi)/s", "time to target s"):
+    for col in ("entry", "model / sampler", "train s", "acceptance", *(f"tau_int {n}" for n in names),
+                f"ESS({fom})/s", "time to target s"):
         perf.add_column(col, justify="left" if col in ("entry", "model / sampler") else "right")
     for e in summary["entries"]:
         p = e["performance"]
         what = (e["model"]["name"] + " + " if e.get("model") else "") + e["sampler"]["name"]
+        taus = [format_value_error(p[f"tau_int_{n}"], p.get(f"tau_int_{n}_error") or 0)
+                if p.get(f"tau_int_{n}") is not None else "-" for n in names]
         perf.add_row(
-            e["label"], what, _fmt(p.get("train_time_s"), ".0f"), _fmt(e.get("acceptance"), ".3f"),
-            format_value_error(p["tau_int_abs_magnetisation"], p.get("tau_int_abs_magnetisation_error") or 0)
-            if p.get("tau_int_abs_magnetisation") is not None else "-",
-            format_value_error(p["tau_int_susceptibility"], p.get("tau_int_susceptibility_error") or 0)
-            if p.get("tau_int_susceptibility") is not None else "-",
+            e["label"], what, _fmt(p.get("train_time_s"), ".0f"), _fmt(e.get("acceptance"), ".3f"), *taus,
             _fmt(p.get("ess_per_s"), ".0f"), _fmt(p.get("time_to_target_s"), ".0f"),
         )
     names: list[str] = []

@@ -1,8 +1,10 @@
-"""`lattgen scale`: critical slowing down along a line of constant physics (xi ~ L/4).
+"""`lattgen scale`: critical slowing down along a line of constant physics.
 
-At every (L, beta) point the compare harness runs all entries; then, for each entry,
-tau_int(chi) is fitted as tau = c * xi^z by weighted least squares in log-log space
-(weights from the Gamma-method errors), giving the dynamic exponent z with its error.
+At every (L, coupling) point the compare harness runs all entries; then, for each entry,
+tau_int of the theory's figure of merit F is fitted as tau = c * x^z by weighted least squares in
+log-log space (weights from the Gamma-method errors), where x is the theory's scaling observable
+(e.g. a correlation length xi: z is the dynamic exponent) or, if it declares none, the coupling.
+The line's default points come from the action's theory (``Theory.scaling``).
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ from .harness import resolve_compare, run_compare
 from .params import Param, validate_params
 from .registry import Registry, get_registry
 
-#: DESIGN.md's published xi = L/4 points at lam = 0.5 (beta from arXiv 1904.12072's ensembles)
-PUBLISHED_POINTS = [[6, 0.536], [8, 0.577], [10, 0.600], [12, 0.616], [14, 0.625], [16, 0.635],
-                    [20, 0.645], [32, 0.661], [64, 0.674]]
-DEFAULT_POINTS = [p for p in PUBLISHED_POINTS if p[0] <= 16]
-
 SCALE_PARAMS: tuple[Param, ...] = (
-    Param("points", "any", DEFAULT_POINTS, "list of [L, beta] pairs along the line of constant physics"),
+    Param("points", "any", None, "list of [L, coupling] pairs along the line of constant physics "
+          "(default: the action's theory's line)", nullable=True),
     Param("dimension", "int", 2, "space-time dimension d (lattice = [L] * d)", min=1),
-    Param("coupling", "str", "beta", "action parameter set from each point's second number"),
+    Param("coupling", "str", None, "action parameter set from each point's second number "
+          "(default: the theory's)", nullable=True),
 )
 
 
@@ -38,14 +37,26 @@ def resolve_scale(raw: Mapping[str, Any], registry: Registry | None = None) -> d
     if not isinstance(sec, Mapping):
         raise ConfigError("scale: must be a table ([scale])")
     scale = validate_params(SCALE_PARAMS, sec, "scale")
+    base_action = dict(raw["action"]) if "action" in raw else {"name": reg.default_action()["name"]}
+    if not isinstance(base_action.get("name"), str) or base_action["name"] not in reg.names("action"):
+        raise ConfigError(f"action.name: unknown action {base_action.get('name')!r}; choose one of: "
+                          + ", ".join(reg.names("action")))
+    line = reg.theory(base_action["name"]).scaling
+    if scale["points"] is None or scale["coupling"] is None:
+        if line is None:
+            raise ConfigError(f"scale.points: action {base_action['name']!r} declares no line of constant "
+                              "physics; give [scale] points and coupling")
+        base_action = {**dict(line.base), **base_action}
+        scale["points"] = scale["points"] if scale["points"] is not None else [list(p) for p in line.points]
+        scale["coupling"] = scale["coupling"] or line.coupling
+    scale["x_observable"] = line.x_observable if line is not None else None
     points = scale["points"]
     if not isinstance(points, Sequence) or len(points) < 2:
-        raise ConfigError("scale.points: need a list of at least two [L, beta] pairs")
+        raise ConfigError("scale.points: need a list of at least two [L, coupling] pairs")
     for i, p in enumerate(points):
         if (not isinstance(p, Sequence) or len(p) != 2 or not isinstance(p[0], int) or isinstance(p[0], bool)
                 or not isinstance(p[1], (int, float)) or isinstance(p[1], bool)):
-            raise ConfigError(f"scale.points[{i}]: {p!r} is not an [L, beta] pair (integer L, number beta)")
-    base_action = dict(raw.get("action", {"name": "phi4", "lam": 0.5}))
+            raise ConfigError(f"scale.points[{i}]: {p!r} is not an [L, coupling] pair (integer L, number)")
     per_point = []
     for L, coupling in points:
         action = {**base_action, "lattice": [L] * scale["dimension"], scale["coupling"]: float(coupling)}
@@ -90,14 +101,15 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
         coupling = point["action"][resolved["scale"]["coupling"]]
         sub = out / f"L{L}_{resolved['scale']['coupling']}{coupling:g}"
         summary = run_compare(point, sub, registry=registry, progress=progress)
-        xi = _reference_xi(summary)
+        x_obs = resolved["scale"].get("x_observable")
+        xi = _pooled(summary, x_obs) if x_obs else (float(coupling), 0.0)
+        fom = point["theory"]["figure_of_merit"]
         for e in summary["entries"]:
             p = e["performance"]
             rows.append({
                 "L": L, "coupling": coupling, "xi": xi[0], "xi_error": xi[1], "label": e["label"],
-                "tau_int": p.get("tau_int_susceptibility"), "tau_int_error": p.get("tau_int_susceptibility_error"),
-                "tau_int_abs_m": p.get("tau_int_abs_magnetisation"),
-                "tau_int_abs_m_error": p.get("tau_int_abs_magnetisation_error"),
+                "tau_int": p.get(f"tau_int_{fom}"), "tau_int_error": p.get(f"tau_int_{fom}_error"),
+                **{k: v for k, v in p.items() if k.startswith("tau_int_")},
                 "acceptance": e.get("acceptance"), "train_time_s": p.get("train_time_s"),
                 "ess_per_s": p.get("ess_per_s"), "time_to_target_s": p.get("time_to_target_s"),
                 "consistent": e.get("consistency", {}).get("consistent", True),
@@ -108,7 +120,8 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
         rs = [r for r in rows if r["label"] == label]
         fits[label] = fit_power_law([r["xi"] for r in rs], [r["tau_int"] or np.nan for r in rs],
                                     [r["tau_int_error"] or np.nan for r in rs])
-    result = {"scale": resolved["scale"], "rows": rows, "fits": fits}
+    fom = resolved["points"][0]["theory"]["figure_of_merit"] if resolved["points"] else None
+    result = {"scale": resolved["scale"], "figure_of_merit": fom, "rows": rows, "fits": fits}
     from . import distributed
 
     if distributed.is_main():  # torchrun: every point ran spread over the ranks; rank 0 writes
@@ -117,10 +130,10 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
     return result
 
 
-def _reference_xi(summary: Mapping[str, Any]) -> tuple[float, float]:
-    """xi at a point: the inverse-variance pooled second-moment correlation length of all entries."""
-    vals = [(e["observables"]["correlation_length"]["value"], e["observables"]["correlation_length"]["error"])
-            for e in summary["entries"] if "correlation_length" in e["observables"]]
+def _pooled(summary: Mapping[str, Any], name: str) -> tuple[float, float]:
+    """An observable at a point (e.g. xi): the inverse-variance pooled value of all entries."""
+    vals = [(e["observables"][name]["value"], e["observables"][name]["error"])
+            for e in summary["entries"] if name in e["observables"]]
     vals = [(v, s) for v, s in vals if isinstance(v, (int, float)) and isinstance(s, (int, float)) and s > 0]
     if not vals:
         return math.nan, math.nan
@@ -129,7 +142,8 @@ def _reference_xi(summary: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
-    """Log-log plot of tau_int(chi) against xi with fitted power laws, and acceptance against xi."""
+    """Log-log plot of tau_int(F) against x (xi, or the coupling) with fitted power laws, and
+    acceptance against x."""
     from .plots import pyplot, save_figure
 
     plt = pyplot()
@@ -150,10 +164,11 @@ def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
             ax2.plot(xi, acc, "o-", color=line[0].get_color(), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("second-moment correlation length xi [lattice units]")
-    ax.set_ylabel("tau_int(chi) [Markov steps]")
-    ax.set_title("critical slowing down: tau_int ~ xi^z")
-    ax2.set_xlabel("second-moment correlation length xi [lattice units]")
+    x_name = result["scale"].get("x_observable") or result["scale"]["coupling"]
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(f"tau_int({result.get('figure_of_merit')}) [Markov steps]")
+    ax.set_title(f"critical slowing down: tau_int ~ {x_name}^z")
+    ax2.set_xlabel(x_name)
     ax2.set_ylabel("Metropolis acceptance of the model's proposals")
     ax2.set_ylim(0, 1.02)
     ax2.set_title("generative models: acceptance against xi (same training budget)")

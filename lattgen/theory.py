@@ -19,14 +19,15 @@ class ScalingLine:
 
     ``coupling`` is the action parameter that each point's second number sets (e.g. a hopping
     parameter); ``base`` the other [action] parameters; ``source`` where the points come from.
-    ``xi_over_L`` is the correlation length in units of L along the line (None if unknown).
+    ``x_observable`` is the observable whose pooled value is the x axis of the tau_int fit
+    (e.g. a correlation length: tau ~ xi^z); None puts the coupling on the x axis.
     """
 
     points: tuple[tuple[int, float], ...]
     coupling: str
     base: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
-    xi_over_L: float | None = None
+    x_observable: str | None = None
 
 
 @dataclass(frozen=True)

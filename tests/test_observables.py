@@ -14,7 +14,7 @@ from lattgen.analysis import analyse_chain
 from lattgen.build import build_observables
 from lattgen.fourier import sample_gaussian_field
 from lattgen.observable import measure_all
-from lattgen.observables import OBSERVABLES, gaussian_exact
+from lattgen_observables.scalar_field import OBSERVABLES, gaussian_exact
 from lattgen.sampler import Chain
 
 NAMES = sorted(OBSERVABLES)

@@ -1,4 +1,4 @@
-"""Scalar-field observables for any dimension and shape, each a factory ``(lattice) -> Observable``.
+"""Scalar-field observables (e.g. phi^4) for any dimension and shape, each a factory ``(lattice) -> Observable``.
 
 Fields are ``(batch, *lattice.shape)``; m = (1/V) sum_x phi_x; G~(p) = <|phi~(p)|^2>/V with
 phi~(p) = sum_x exp(-i p x) phi_x. Primaries are float64 and computed on the field's device;
@@ -29,16 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import LatticeError
-from .lattice import Lattice
-from .observable import Observable
-
-
-@dataclass(frozen=True)
-class IndexedObservable(Observable):
-    """An Observable whose vector value is indexed by ``index_values`` (ints or coordinates)."""
-
-    index_values: tuple = ()
+from lattgen import Lattice, LatticeError, Observable
 
 
 # -- geometry: symmetry orbits and the half-lattice spectrum -------------------------------------
@@ -369,7 +360,7 @@ def _orbit_spectrum(lattice: Lattice) -> Callable[[torch.Tensor], torch.Tensor]:
 def make_propagator_momentum(lattice: Lattice) -> Observable:
     """G~(p) = <|phi~(p)|^2>/V for every momentum orbit (index n: p_mu = 2 pi n_mu / L_mu)."""
     orbits = spectral_geometry(lattice).orbits
-    return IndexedObservable(
+    return Observable(
         "propagator_momentum",
         _orbit_spectrum(lattice),
         derive=_identity,
@@ -386,7 +377,7 @@ def make_two_point(lattice: Lattice) -> Observable:
     G~, so the error propagation is exact.
     """
     orbits = spectral_geometry(lattice).orbits
-    return IndexedObservable(
+    return Observable(
         "two_point",
         _orbit_spectrum(lattice),
         derive=_two_point_from_propagator(orbits),
@@ -412,7 +403,7 @@ def _correlator_primaries(lattice: Lattice) -> Callable[[torch.Tensor], torch.Te
 def make_zero_momentum_correlator(lattice: Lattice) -> Observable:
     """C(t) = sum_{x spatial} <phi(t, x) phi(0, 0)> along axis 0, t = 0..T//2 (C(T-t) = C(t))."""
     extent = lattice.shape[0]
-    return IndexedObservable(
+    return Observable(
         "zero_momentum_correlator",
         _correlator_primaries(lattice),
         derive=_identity,
@@ -425,7 +416,7 @@ def make_zero_momentum_correlator(lattice: Lattice) -> Observable:
 def make_effective_mass(lattice: Lattice) -> Observable:
     """m_eff(t) = arccosh((C(t-1) + C(t+1)) / (2 C(t))), t = 1..T//2 (NaN where undefined)."""
     extent = lattice.shape[0]
-    return IndexedObservable(
+    return Observable(
         "effective_mass",
         _correlator_primaries(lattice),
         derive=lambda c: effective_mass_from_correlator(c, extent),
