@@ -38,6 +38,8 @@ import scipy.fft
 import torch
 
 from .errors import LattgenError
+from .jsonio import to_python
+from .numerics import finite_difference_jacobian, kish_ess
 from .observable import Observable
 from .sampler import Chain
 
@@ -73,7 +75,7 @@ class GammaResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: floats (ints for window) or lists of them; NaN stays NaN."""
-        return {name: _jsonable(getattr(self, name)) for name in _RESULT_FIELDS}
+        return {name: to_python(getattr(self, name)) for name in _RESULT_FIELDS}
 
 
 _RESULT_FIELDS = (
@@ -86,13 +88,6 @@ _RESULT_FIELDS = (
     "error_of_error",
     "bias",
 )
-
-
-def _jsonable(x: Any) -> Any:
-    arr = np.asarray(x)
-    if arr.ndim == 0:
-        return int(arr) if np.issubdtype(arr.dtype, np.integer) else float(arr)
-    return arr.tolist()
 
 
 # -- input handling -----------------------------------------------------------------------------
@@ -153,15 +148,7 @@ def _evaluate(derive: Callable[[np.ndarray], Any], means: np.ndarray) -> np.ndar
 
 def _jacobian(derive: Callable, means: np.ndarray, steps: np.ndarray, n_out: int) -> np.ndarray:
     """d f_j / d A_alpha, shape (m, k), by central differences with steps h_alpha (0: constant)."""
-    jac = np.zeros((n_out, means.size))
-    for alpha, h in enumerate(steps):
-        if h == 0.0:
-            continue
-        up, down = means.copy(), means.copy()
-        up[alpha] += h
-        down[alpha] -= h
-        jac[:, alpha] = (_evaluate(derive, up) - _evaluate(derive, down)) / (2.0 * h)
-    return jac
+    return finite_difference_jacobian(lambda x: _evaluate(derive, x), means, steps, n_out)
 
 
 def _replica_bias(derive: Callable, per_replica: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -400,7 +387,7 @@ def analyse_chain(
             res = {key: (v if isinstance(v, list) or key == "reliable" else [v]) for key, v in res.items()}
             res["index"] = obs.index
             if obs.index_values:
-                res["index_values"] = _jsonable(np.asarray(obs.index_values))
+                res["index_values"] = to_python(np.asarray(obs.index_values))
         results[name] = res
     if troubled:  # one warning per chain, naming the observables, instead of one per observable
         first = next(iter(troubled.values()))
@@ -440,6 +427,4 @@ def importance_weights_ess(log_w: Any) -> float:
         raise AnalysisError("log-weights contain NaN or +inf: the model or the action overflowed")
     if np.isneginf(lw).all():
         raise AnalysisError("every log-weight is -inf: no sample has a positive weight")
-    shifted = lw - lw.max()
-    w = np.exp(shifted)
-    return float(w.sum() ** 2 / np.square(w).sum())
+    return float(kish_ess(torch.from_numpy(lw)))

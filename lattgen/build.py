@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .action import Action
+from .field import DTYPES
 from .lattice import Lattice
 from .model import GenerativeModel
 from .observable import Observable
@@ -15,7 +16,6 @@ from .registry import Registry, get_registry
 from .rng import make_generator  # noqa: F401  (re-exported: lattgen.build.make_generator)
 from .sampler import Sampler
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def _registry(registry: Registry | None) -> Registry:

@@ -146,7 +146,7 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
         base, _, model = load_trained(path, reg)
         # the run's own [sampler] is the theory's default; a trained model proposes through the
         # registered model sampler (needs_model=True)
-        from .harness import model_sampler
+        from .compare_config import model_sampler
 
         proposal = model_sampler(reg)
         if proposal is None:

@@ -177,14 +177,25 @@ def resolve_config(config: Mapping[str, Any], registry=None, require: Iterable[s
         out["sampler"] = resolve_component(registry, "sampler", _section(config, "sampler"), "sampler",
                                            default=default)
     if "train" in config or "model" in config:
-        out["train"] = validate_params(TRAIN_PARAMS, _section(config, "train"), "train")
-        if out["train"]["max_steps"] is None and out["train"]["max_time_s"] is None:
-            raise ConfigError("train.max_steps: set max_steps and/or max_time_s (the training budget)")
+        out["train"] = resolve_train(_section(config, "train"))
     out["run"] = resolve_run(registry, _section(config, "run"))
     for name, validator in extra.items():
         if name in config:
             out[name] = validator(_section(config, name))
     return out
+
+
+def resolve_train(section: Mapping[str, Any], where: str = "train") -> dict[str, Any]:
+    """A [train] section checked against ``TRAIN_PARAMS`` with defaults filled; None values mean
+    'the default'. The one validation of [train], for `lattgen train`, compare entries and
+    ``lattgen.train.train``: a budget must be set; forward KL needs a data file."""
+    cfg = validate_params(TRAIN_PARAMS, {k: v for k, v in section.items() if v is not None}, where)
+    if cfg["max_steps"] is None and cfg["max_time_s"] is None:
+        raise ConfigError(f"{where}.max_steps: set max_steps and/or max_time_s (the training budget)")
+    if cfg["loss"] == "forward_kl" and not cfg["data"]:
+        raise ConfigError(f'{where}.data: loss = "forward_kl" needs a .pt file of configurations '
+                          "(a tensor of shape (N, *field shape))")
+    return cfg
 
 
 def resolve_run(registry, section: Mapping[str, Any]) -> dict[str, Any]:

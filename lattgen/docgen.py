@@ -18,7 +18,7 @@ command line: `--set section.key=value` (values in TOML syntax: `0.5`, `[8, 8]`,
 
 def configuration_reference() -> str:
     """The Markdown reference of the built-in plugins' components and the generic sections."""
-    from .harness import COMPARE_PARAMS
+    from .compare_config import COMPARE_PARAMS
     from .listing import _param_table, listing_markdown
     from .registry import Registry, _load_entry_points
     from .scaling import SCALE_PARAMS

@@ -4,7 +4,7 @@ A theory plugin's action declares its ``field_space``; the core's samplers, ``ru
 IMH, checkpoints and the harness ask it for shapes, start configurations, the wrap back onto the
 manifold and validation of loaded fields, and so work on any of them:
 
-| space          | one configuration          | manifold        | example theory        |
+| space          | one configuration          | manifold        | for example           |
 |----------------|----------------------------|-----------------|-----------------------|
 | ``RealField``  | ``(*lattice)`` real        | real line       | phi^4                 |
 | ``LinkAngles`` | ``(d, *lattice)`` real     | circle (-pi, pi] | compact U(1) gauge    |
@@ -23,6 +23,8 @@ from .errors import LatticeError
 from .lattice import Lattice
 
 TWO_PI = 2.0 * math.pi
+#: the run's floating-point types by their config name ([run] dtype, [train] dtype)
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,8 @@ class Bijection(nn.Module, abc.ABC):
 
     #: f(-z) = -f(z) exactly (property-tested where claimed)
     z2_equivariant: bool = False
+    #: holds no lattice-shaped tensors, so the same weights act on any lattice size
+    fully_convolutional: bool = True
 
     @abc.abstractmethod
     def forward_and_log_det(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +47,11 @@ class Composition(Bijection):
 
     @property
     def z2_equivariant(self) -> bool:  # type: ignore[override]
-        return all(getattr(layer, "z2_equivariant", False) for layer in self.layers)
+        return all(layer.z2_equivariant for layer in self.layers)
+
+    @property
+    def fully_convolutional(self) -> bool:  # type: ignore[override]
+        return all(layer.fully_convolutional for layer in self.layers)
 
     def forward_and_log_det(self, z):
         log_det = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
@@ -70,6 +76,10 @@ class GenerativeModel(nn.Module, abc.ABC):
     exact_density: bool = True
     #: needs training configurations from an exact sampler (trained by forward KL / ELBO)
     requires_data: bool = False
+    #: q(-phi) = q(phi) exactly (a Z2-symmetric proposal)
+    z2_equivariant: bool = False
+    #: holds no lattice-shaped tensors, so its state_dict loads at any lattice size
+    fully_convolutional: bool = True
 
     def __init__(self, lattice: Lattice):
         super().__init__()
@@ -83,8 +93,10 @@ class GenerativeModel(nn.Module, abc.ABC):
     def log_prob(self, phi: torch.Tensor) -> torch.Tensor:
         """log q(phi), shape (batch,)."""
 
-    def data_loss(self, phi: torch.Tensor) -> torch.Tensor:
-        """Loss on training configurations (forward KL: -mean log q); a VAE returns -ELBO."""
+    def data_loss(self, phi: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Loss on training configurations (forward KL: -mean log q); a VAE returns -ELBO.
+
+        ``generator`` drives any randomness of the loss (a VAE's latent draws)."""
         return -self.log_prob(phi).mean()
 
     @property
@@ -119,8 +131,12 @@ class FlowModel(GenerativeModel):
         self.flow = flow
 
     @property
-    def z2_equivariant(self) -> bool:
-        return bool(getattr(self.flow, "z2_equivariant", False))
+    def z2_equivariant(self) -> bool:  # type: ignore[override]
+        return self.flow.z2_equivariant
+
+    @property
+    def fully_convolutional(self) -> bool:  # type: ignore[override]
+        return self.flow.fully_convolutional
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(

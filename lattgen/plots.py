@@ -103,7 +103,7 @@ def _plotdata(out: Path, label: str) -> dict[str, np.ndarray]:
 
 
 def plot_histograms(summary, out: Path) -> Path:
-    """Histograms of the theory's histogrammed quantity (all entries; e.g. a magnetisation) and
+    """Histograms of the theory's histogrammed quantity (all entries; for example a magnetisation) and
     of log-weights (model entries)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

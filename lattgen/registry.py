@@ -17,7 +17,7 @@ import importlib.metadata
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -37,6 +37,21 @@ KINDS = {
     "sampler": "lattgen_register_samplers",
     "observable": "lattgen_register_observables",
 }
+
+
+class Register(Protocol):
+    """The ``register`` callable every registration hook receives.
+
+    ``register(name, factory, params=(), doc="", **meta)`` adds one component (see the module
+    docstring for the ``meta`` keywords the core reads); ``register.registry`` is the Registry
+    being built, for factories that build other registered components (bind it, e.g. with
+    ``functools.partial``: it is complete once every plugin has registered).
+    """
+
+    registry: Registry
+
+    def __call__(self, name: str, factory: Callable[..., Any], params: Sequence[Param] = (), doc: str = "",
+                 **meta: Any) -> None: ...
 
 
 class PluginWarning(UserWarning):
@@ -119,6 +134,7 @@ class Registry:
                 doc = (getattr(factory, "__doc__", None) or "").strip().split("\n")[0]
             added.append(ComponentSpec(kind, name, factory, tuple(params), doc, plugin_name, dict(meta)))
 
+        register.registry = self  # type: ignore[attr-defined]
         try:
             impl.function(register)
         except Exception as exc:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from .jsonio import to_jsonable, write_json  # noqa: F401  (re-exported: report.write_json)
 
 
 #: how the compare table shows an entry's consistency verdict (harness.consistency)
@@ -78,34 +77,6 @@ def print_sample_report(results: Mapping[str, Any], console: Console | None = No
         + f"  |  {results.get('wall_time_s', float('nan')):.1f} s"
     )
     console.print(observables_table(results))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays (recursively) into JSON types; NaN -> None."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "detach"):  # torch tensor
-        obj = obj.detach().cpu().numpy()
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_json(data: Any, path: str | Path) -> None:
-    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _fmt(v, spec=".3g") -> str:

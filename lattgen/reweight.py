@@ -39,6 +39,7 @@ import torch
 from .action import Action
 from .errors import LattgenError
 from .model import GenerativeModel
+from .numerics import finite_difference_jacobian, kish_ess
 from .observable import Observable
 
 
@@ -87,15 +88,6 @@ def as_log_weights(log_w: Any) -> torch.Tensor:
 def normalised_weights(log_w: Any) -> torch.Tensor:
     """w_i / sum_j w_j in float64, computed stably (softmax of the log-weights)."""
     return torch.softmax(as_log_weights(log_w), dim=0)
-
-
-def kish_ess(log_w: torch.Tensor) -> torch.Tensor:
-    """(sum w)^2 / sum w^2 as a 0-d float64 tensor on log_w's device (no host sync, no checks).
-
-    exp(2 logsumexp(log w) - logsumexp(2 log w)): overflow-free for any finite log-weights.
-    """
-    lw = log_w.to(torch.float64).reshape(-1)
-    return torch.exp(2.0 * torch.logsumexp(lw, 0) - torch.logsumexp(2.0 * lw, 0))
 
 
 def ess(log_w: Any) -> float:
@@ -149,15 +141,7 @@ def _derived(derive: Callable[[np.ndarray], Any] | None, means: np.ndarray) -> n
 
 def _jacobian(derive, means: np.ndarray, steps: np.ndarray, n_out: int) -> np.ndarray:
     """dF_j/dA_a by central differences with steps h_a (0: the primary is constant)."""
-    jac = np.zeros((n_out, means.size))
-    for a, h in enumerate(steps):
-        if h > 0:
-            up, down = means.copy(), means.copy()
-            up[a] += h
-            down[a] -= h
-            jac[:, a] = (_derived(derive, up) - _derived(derive, down)) / (2.0 * h)
-    return jac
-
+    return finite_difference_jacobian(lambda x: _derived(derive, x), means, steps, n_out)
 
 def reweight(log_w: Any, primaries: Any, derive: Callable[[np.ndarray], Any] | None = None) -> ReweightResult:
     """Self-normalised importance-sampling estimate of F(<A>) with its delta-method error.

@@ -43,7 +43,8 @@ from .curriculum import (
 from .errors import ConfigError, LattgenError, RunDirError
 from .model import GenerativeModel
 from .registry import Registry, get_registry
-from .train import CHECKPOINT, DTYPES, METRICS, MODEL, Progress, TrainResult, load_checkpoint, train
+from .field import DTYPES
+from .train import CHECKPOINT, METRICS, MODEL, Progress, TrainResult, load_checkpoint, train
 
 CONFIG = "config.toml"
 #: sections that define what a checkpoint is a checkpoint of (a resume must not change them)
@@ -196,7 +197,7 @@ def train_curriculum(
             raise ConfigError(f"train.curriculum[{i}]: {exc}") from None
     seed = (config.get("run") or {}).get("seed", 0)
     model = seeded_model(config["model"], build_action(config["action"], registry), seed, registry)
-    if not getattr(model, "fully_convolutional", True):
+    if not model.fully_convolutional:
         raise ConfigError(f"train.curriculum: model {config['model'].get('name')!r} has weights tied to one "
                           "lattice (dense conditioner or per-momentum spectrum); it cannot move between sizes")
     record: list[dict[str, Any]] = []

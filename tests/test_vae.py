@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
-from lattgen_generative import make_training_data, train_on_data
+from training_helpers import adam_steps
 from lattgen_generative.vae import GaussianVAE, gaussian_log_density
 
-from lattgen import ConfigError, Lattice, LatticeError
+from lattgen import ConfigError, Lattice, LatticeError, make_training_data
 from lattgen.analysis import gamma_method
 from lattgen.fourier import sample_gaussian_field
 from lattgen.sampler import metropolis_accept
@@ -157,7 +157,7 @@ def trained_free_field_vae(action, seed=0):
     data = sample_gaussian_field(exact["propagator"], action.lattice, 4096, torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     model = GaussianVAE(action.lattice, hidden_channels=[8], n_importance=8)
-    losses = train_on_data(model, data.float(), n_steps=100, batch_size=128, lr=3e-3, seed=seed + 1)
+    losses = adam_steps(model, action, data=data.float(), n_steps=100, batch_size=128, lr=3e-3, seed=seed + 1)
     return model.double(), losses
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lattgen.errors import ConfigError
-from lattgen.field import FieldSpace
+from lattgen import ConfigError, FieldSpace
 
 INIT_CHOICES = ("random", "cold")
 

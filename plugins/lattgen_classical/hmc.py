@@ -17,9 +17,7 @@ from typing import Any
 
 import torch
 
-from lattgen.action import Action
-from lattgen.errors import ConfigError
-from lattgen.sampler import Sampler, metropolis_accept
+from lattgen import Action, ConfigError, Sampler, metropolis_accept
 
 from .common import acceptance_probability, initial_state
 from .tuning import DualAveraging

@@ -14,10 +14,7 @@ from typing import Any
 
 import torch
 
-from lattgen.action import Action
-from lattgen.field import RealField
-from lattgen.errors import ConfigError, LatticeError
-from lattgen.sampler import Sampler, metropolis_accept
+from lattgen import Action, ConfigError, LatticeError, RealField, Sampler, metropolis_accept
 
 from .common import acceptance_probability, initial_state
 from .tuning import DualAveraging

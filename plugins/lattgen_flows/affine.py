@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from lattgen.lattice import Lattice
+from lattgen import Lattice
 
 from .coupling import CheckerboardCoupling
 from .networks import make_conditioner

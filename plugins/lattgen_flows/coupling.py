@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
+from lattgen import ConfigError, Lattice
 
 from .lattice_layer import LatticeBijection
 

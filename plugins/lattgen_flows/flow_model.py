@@ -13,9 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lattgen.errors import LatticeError
-from lattgen.lattice import Lattice
-from lattgen.model import Bijection, FlowModel, standard_normal_log_prob
+from lattgen import Bijection, FlowModel, Lattice, LatticeError, standard_normal_log_prob
 
 from .lattice_layer import relattice_tree
 
@@ -46,11 +44,9 @@ class LatticeFlowModel(FlowModel):
         return phi, standard_normal_log_prob(z_back) + log_det_inv
 
     @property
-    def fully_convolutional(self) -> bool:
-        """Every layer's weights are independent of the lattice size."""
-        return all(
-            getattr(m, "fully_convolutional", True) for m in self.flow.modules() if isinstance(m, Bijection)
-        )
+    def fully_convolutional(self) -> bool:  # type: ignore[override]
+        """Every layer's weights (nested ones included) are independent of the lattice size."""
+        return all(m.fully_convolutional for m in self.flow.modules() if isinstance(m, Bijection))
 
     def relattice(self, lattice: Lattice) -> "LatticeFlowModel":
         """Rebuild every layer's masks/momenta for ``lattice`` (same weights, device and dtype)."""

@@ -18,9 +18,7 @@ import math
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError, LatticeError
-from lattgen.fourier import apply_circulant
-from lattgen.lattice import Lattice
+from lattgen import ConfigError, Lattice, LatticeError, apply_circulant
 
 from .lattice_layer import LatticeBijection
 

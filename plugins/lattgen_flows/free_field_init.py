@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lattgen.action import Action
+from lattgen import Action
 
 from .free_field import fit_kinetic
 

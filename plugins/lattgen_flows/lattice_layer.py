@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lattgen.errors import LatticeError
-from lattgen.lattice import Lattice
-from lattgen.model import Bijection
+from lattgen import Bijection, Lattice, LatticeError
 
 
 def module_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:

@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lattgen.action import Action
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
-from lattgen.model import Bijection, Composition
+from lattgen import Action, Bijection, Composition, ConfigError, Lattice
 
 from .affine import make_affine_coupling
 from .flow_model import LatticeFlowModel
@@ -56,17 +53,18 @@ def alternating(n_layers: int, make: Callable[[int], Bijection]) -> list[Bijecti
     return [make(i % 2) for i in range(n_layers)]
 
 
-def build_layer_stack(action: Action, layers: Sequence[Mapping[str, Any]]) -> list[Bijection]:
-    """Layers from a list of tables ``{name = "<registered layer>", repeat = n, <its params>}``.
+def build_layer_stack(action: Action, layers: Sequence[Mapping[str, Any]], registry) -> list[Bijection]:
+    """Layers from a list of tables ``{name = "<registered layer>", repeat = n, <its params>}``,
+    each built by the given ``registry`` (the one the model was registered in).
 
     ``repeat`` (default 1) builds the table n times, alternating ``parity`` when the layer has
     one. Free-field layers with ``from_action = true`` start from the action.
     """
-    from lattgen.registry import get_registry
-
     if isinstance(layers, (str, bytes, Mapping)) or not isinstance(layers, Sequence) or not layers:
         raise ConfigError("model.layers: expected a non-empty list of tables, e.g. [{name = \"free_field\"}]")
-    reg = get_registry()
+    if registry is None:
+        raise ConfigError("model.layers: building layers by name needs the registry the model was registered in")
+    reg = registry
     out: list[Bijection] = []
     for i, table in enumerate(layers):
         where = f"model.layers[{i}]"
@@ -91,12 +89,14 @@ def build_layer_stack(action: Action, layers: Sequence[Mapping[str, Any]]) -> li
 
 
 def assemble(
-    action: Action, generated: list[Bijection], layers, z2: bool = False, path_gradient: bool = False
+    action: Action, generated: list[Bijection], layers, z2: bool = False, path_gradient: bool = False,
+    registry=None,
 ) -> LatticeFlowModel:
-    """The model from the generated stack, or from ``layers`` when given; z2 checks equivariance."""
-    stack = build_layer_stack(action, layers) if layers is not None else generated
+    """The model from the generated stack, or from ``layers`` (built by ``registry``) when given;
+    z2 checks equivariance."""
+    stack = build_layer_stack(action, layers, registry) if layers is not None else generated
     if z2:
-        broken = [type(l).__name__ for l in stack if not getattr(l, "z2_equivariant", False)]
+        broken = [type(l).__name__ for l in stack if not l.z2_equivariant]
         if broken:
             raise ConfigError(
                 "model.layers: the equivariant model needs Z2-equivariant layers; not equivariant: "
@@ -112,6 +112,7 @@ def _head(action: Action, free_field: bool, spectrum: str = "kinetic") -> list[B
 def make_affine_model(
     action: Action, n_layers: int, hidden: Sequence[int], kernel_size: int, activation: str,
     network: str, free_field: bool, path_gradient: bool = False, layers=None,
+    registry=None,
 ) -> LatticeFlowModel:
     """Checkerboard affine couplings (the tutorial flow, arXiv 2101.08176), optionally after a free-field layer."""
     lat = action.lattice
@@ -119,12 +120,13 @@ def make_affine_model(
     if layers is None:
         stack += alternating(n_layers, lambda p: make_affine_coupling(
             lat, p, hidden, kernel_size, activation, network))
-    return assemble(action, stack, layers, path_gradient=path_gradient)
+    return assemble(action, stack, layers, path_gradient=path_gradient, registry=registry)
 
 
 def make_spline_model(
     action: Action, n_layers: int, hidden: Sequence[int], kernel_size: int, activation: str,
     network: str, bins: int, tail_bound: float, free_field: bool, path_gradient: bool = False, layers=None,
+    registry=None,
 ) -> LatticeFlowModel:
     """Checkerboard rational-quadratic spline couplings (arXiv 1906.04032), optionally after a free-field layer."""
     lat = action.lattice
@@ -132,7 +134,7 @@ def make_spline_model(
     if layers is None:
         stack += alternating(n_layers, lambda p: make_spline_coupling(
             lat, p, hidden, kernel_size, activation, network, bins, tail_bound))
-    return assemble(action, stack, layers, path_gradient=path_gradient)
+    return assemble(action, stack, layers, path_gradient=path_gradient, registry=registry)
 
 
 def z2_coupling_factory(
@@ -153,6 +155,7 @@ def make_equivariant_model(
     action: Action, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool,
     pointwise: bool, path_gradient: bool = False, layers=None,
+    registry=None,
 ) -> LatticeFlowModel:
     """Z2-equivariant flow: free-field layer, then symmetrised affine or odd-spline couplings."""
     lat = action.lattice
@@ -163,7 +166,7 @@ def make_equivariant_model(
             stack.append(PointwiseOddSpline(lat, bins, tail_bound))
         make = z2_coupling_factory(coupling, hidden, kernel_size, activation, network, bins, tail_bound)
         stack += alternating(n_layers, lambda p: make(lat, p, "all"))
-    return assemble(action, stack, layers, z2=True, path_gradient=path_gradient)
+    return assemble(action, stack, layers, z2=True, path_gradient=path_gradient, registry=registry)
 
 
 def make_gaussian_model(action: Action, spectrum: str, learnable: bool, rescale: bool) -> LatticeFlowModel:

@@ -31,10 +31,7 @@ import math
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError, LatticeError
-from lattgen.fourier import apply_circulant
-from lattgen.lattice import Lattice
-from lattgen.model import Bijection, Composition
+from lattgen import Bijection, Composition, ConfigError, Lattice, LatticeError, apply_circulant
 
 from .lattice_layer import LatticeBijection, relattice_tree
 
@@ -74,12 +71,11 @@ class OnCoarse(LatticeBijection):
 
     @property
     def z2_equivariant(self) -> bool:  # type: ignore[override]
-        return bool(getattr(self.inner, "z2_equivariant", False))
+        return self.inner.z2_equivariant
 
     @property
     def fully_convolutional(self) -> bool:  # type: ignore[override]
-        return all(getattr(m, "fully_convolutional", True) for m in self.inner.modules()
-                   if isinstance(m, Bijection))
+        return all(m.fully_convolutional for m in self.inner.modules() if isinstance(m, Bijection))
 
     def build_buffers(self, lattice, device, dtype):
         """Move the inner flow to the new coarse lattice."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError, LatticeError
+from lattgen import ConfigError, LatticeError
 
 CONV_BY_DIM = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 

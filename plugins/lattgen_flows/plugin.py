@@ -1,9 +1,11 @@
 """Hook implementations of the flows plugin: flow layers and the models affine, spline, equivariant, gaussian, multigrid.
 
-Every factory imports its implementation lazily (no import-time work, DESIGN.md).
+Every factory imports its implementation lazily: loading the plugin costs no import of torch.nn code.
 """
 
 from __future__ import annotations
+
+import functools
 
 from lattgen import Param, hookimpl
 
@@ -134,25 +136,25 @@ def lattgen_register_layers(register):
 
 
 # -- model factories -----------------------------------------------------------------------------
-def make_affine_model(action, **params):
+def make_affine_model(action, registry=None, **params):
     """Tutorial flow: checkerboard affine couplings with conv nets (arXiv 2101.08176)."""
     from .models import make_affine_model as make
 
-    return make(action, **params)
+    return make(action, registry=registry, **params)
 
 
-def make_spline_model(action, **params):
+def make_spline_model(action, registry=None, **params):
     """Checkerboard rational-quadratic spline couplings (arXiv 1906.04032)."""
     from .models import make_spline_model as make
 
-    return make(action, **params)
+    return make(action, registry=registry, **params)
 
 
-def make_equivariant_model(action, **params):
+def make_equivariant_model(action, registry=None, **params):
     """Z2-equivariant flow: learnable free-field layer + symmetrised couplings (the fast default)."""
     from .models import make_equivariant_model as make
 
-    return make(action, **params)
+    return make(action, registry=registry, **params)
 
 
 def make_multigrid_model(action, **params):
@@ -169,15 +171,21 @@ def make_gaussian_model(action, **params):
     return make(action, **params)
 
 
+def _with_registry(factory, registry):
+    """``factory`` with the registry it was registered in bound (its ``layers`` are built by it)."""
+    return functools.update_wrapper(functools.partial(factory, registry=registry), factory)
+
+
 @hookimpl
 def lattgen_register_models(register):
-    register("affine", make_affine_model, params=(
+    reg = register.registry
+    register("affine", _with_registry(make_affine_model, reg), params=(
         n_layers(16), hidden((8, 8)), KERNEL, ACTIVATION, NETWORK, free_field(False), PATH_GRADIENT, LAYERS,
     ))
-    register("spline", make_spline_model, params=(
+    register("spline", _with_registry(make_spline_model, reg), params=(
         n_layers(8), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(False), PATH_GRADIENT, LAYERS,
     ))
-    register("equivariant", make_equivariant_model, params=(
+    register("equivariant", _with_registry(make_equivariant_model, reg), params=(
         Param("coupling", "str", "spline",
               "coupling type: spline (odd spline between even-scale/odd-shift maps) or affine",
               choices=("affine", "spline")),

@@ -26,8 +26,7 @@ from normflows.utils.splines import rational_quadratic_spline, unconstrained_rat
 from torch import nn
 from torch.nn import functional as F
 
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
+from lattgen import ConfigError, Lattice
 
 from .affine import bounded_log_scale
 from .coupling import CheckerboardCoupling

@@ -30,9 +30,7 @@ import math
 
 import torch
 
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
-from lattgen.model import Bijection, GenerativeModel, standard_normal_log_prob
+from lattgen import Bijection, ConfigError, GenerativeModel, Lattice, standard_normal_log_prob
 
 from .conditionals import make_conditional
 from .masked import CausalNet, check_kernel_size

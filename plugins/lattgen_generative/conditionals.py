@@ -31,7 +31,7 @@ import math
 import torch
 from normflows.utils.splines import unconstrained_rational_quadratic_spline
 
-from lattgen.errors import ConfigError
+from lattgen import ConfigError
 
 #: |log sigma| is softly bounded by this (sigma in [e^-6, e^6]): keeps a young net finite
 LOG_SCALE_BOUND = 6.0

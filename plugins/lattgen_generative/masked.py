@@ -44,8 +44,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
+from lattgen import ConfigError, Lattice
 
 
 def check_kernel_size(kernel_size: int) -> None:

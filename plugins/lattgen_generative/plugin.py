@@ -1,9 +1,4 @@
-"""Hook implementations of the generative plugin: models ``autoregressive`` and ``vae``.
-
-Helpers for the harness and trainer live in the package (``lattgen_generative``):
-``make_training_data`` (HMC configurations for models with ``requires_data``),
-``train_reverse_kl`` and ``train_on_data``.
-"""
+"""Hook implementations of the generative plugin: models ``autoregressive`` and ``vae``."""
 
 from __future__ import annotations
 
@@ -55,6 +50,5 @@ def make_vae(action, **params):
 @hookimpl
 def lattgen_register_models(register):
     register("autoregressive", make_autoregressive, params=AUTOREGRESSIVE_PARAMS,
-             doc=make_autoregressive.__doc__.strip(), exact_density=True, requires_data=False)
-    register("vae", make_vae, params=VAE_PARAMS, doc=make_vae.__doc__.strip(),
-             exact_density=False, requires_data=True)
+             doc=make_autoregressive.__doc__.strip())
+    register("vae", make_vae, params=VAE_PARAMS, doc=make_vae.__doc__.strip())

@@ -65,9 +65,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lattgen.errors import ConfigError, LatticeError
-from lattgen.lattice import Lattice
-from lattgen.model import GenerativeModel
+from lattgen import ConfigError, GenerativeModel, Lattice, LatticeError
 
 from .conditionals import bounded_log_scale
 

@@ -49,10 +49,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from lattgen.action import Action
-from lattgen.errors import ConfigError, LatticeError
-from lattgen.model import GenerativeModel
-from lattgen.sampler import Sampler, merge_infos, metropolis_accept
+from lattgen import (
+    Action,
+    ConfigError,
+    GenerativeModel,
+    LatticeError,
+    Sampler,
+    merge_infos,
+    metropolis_accept,
+)
 
 
 class IMH(Sampler):
@@ -81,7 +86,7 @@ class IMH(Sampler):
         if batch_size < 1:
             raise ConfigError(f"sampler.batch_size: must be >= 1, got {batch_size}")
         super().__init__(action, n_chains=n_chains, device=device, generator=generator, dtype=dtype)
-        if getattr(model, "lattice", action.lattice) != action.lattice:
+        if model.lattice != action.lattice:
             raise LatticeError(
                 f"the model was built for lattice {list(model.lattice.shape)} but the action lives on "
                 f"{list(action.lattice.shape)}; build (or relattice) the model for the action's lattice"
@@ -204,7 +209,7 @@ class IMH(Sampler):
             "batch_size": self.batch_size,
             "z2_flip": self.z2_flip,
             "translate": self.translate,
-            "pseudo_marginal": not getattr(self.model, "exact_density", True),
+            "pseudo_marginal": not self.model.exact_density,
             "acceptance": stats[0] if self._n_measured else None,
             "longest_rejection_run": int(stats[1]),
             "nan_proposals": int(stats[2]),

@@ -24,7 +24,6 @@ import functools
 import math
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -15,9 +15,7 @@ from typing import Any
 
 import torch
 
-from lattgen.action import Action
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
+from lattgen import Action, ConfigError, Lattice
 
 from . import forms
 from .free import check_free_field_stable, free_field_exact

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from lattgen.errors import ConfigError
+from lattgen import ConfigError
 
 
 class FormA(NamedTuple):

@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from lattgen.errors import ConfigError
-from lattgen.lattice import Lattice
+from lattgen import ConfigError, Lattice
 
 
 def kernel_eigenvalues(lattice: Lattice, kappa: float, a: float) -> torch.Tensor:

@@ -1,0 +1,51 @@
+"""JSON for results and metrics: numpy/torch values to plain Python, NaN/inf to null, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def to_python(obj: Any) -> Any:
+    """numpy/torch scalars and arrays (recursively) as Python numbers and lists; NaN kept."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_python(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_python(v) for v in obj]
+    if hasattr(obj, "detach"):  # torch tensor
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return to_python(obj.tolist()) if obj.ndim else to_python(obj[()])
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``to_python`` with NaN and inf as None (JSON has no such numbers)."""
+    obj = to_python(obj)
+    if isinstance(obj, Mapping):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(data: Any, path: str | Path) -> None:
+    """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
+    os.replace(tmp, path)
