@@ -71,3 +71,31 @@ def test_core_names_no_theory_outside_examples():
                 if "for example" not in context and "such as" not in context:
                     offending.append(f"{path.name}:{i + 1}: {line.strip()}")
     assert offending == []
+
+
+#: the core's layers, from the bottom (docs/architecture.md): a module imports only from its own
+#: layer and the ones before it (``__init__``, the package facade, may import anything)
+LAYERS = (
+    ("errors", "params", "lattice", "field", "theory", "action", "model", "observable", "sampler",
+     "hookspecs", "rng", "fourier", "distributed"),
+    ("registry", "config", "build", "listing"),
+    ("analysis", "numerics", "reweight", "sample", "jsonio"),
+    ("train", "objectives", "evaluation", "checkpoints", "data_parallel", "training_data", "rundir",
+     "curriculum"),
+    ("compare_config", "harness", "entry_pool", "consistency", "scaling", "report", "plots", "docgen",
+     "cli", "__main__"),
+)
+
+
+def test_core_modules_are_layered():
+    level = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    modules = sorted(p.stem for p in (ROOT / "lattgen").glob("*.py") if p.stem != "__init__")
+    assert [m for m in modules if m not in level] == [], "a new core module: put it into a layer"
+    upward = []
+    for m in modules:
+        tree = ast.parse((ROOT / "lattgen" / f"{m}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                upward += [f"{m} -> {t}" for t in targets if t in level and level[t] > level[m]]
+    assert upward == []
