@@ -9,7 +9,7 @@ Status: written and smoke-tested on the CPU only; it has not yet run on a GPU (d
 
 For every model named on the command line (default: ``affine multigrid``; a name the registry
 does not know is skipped with a message) and every L, on phi^4 at the xi ~ L/4 point of
-DESIGN.md (lam = 0.5; beta 0.635, 0.661, 0.674 at L = 16, 32, 64):
+docs/physics.md (lam = 0.5; beta 0.635, 0.661, 0.674 at L = 16, 32, 64):
 
 * training: ``lattgen.train.train`` (the code ``lattgen train`` runs) in float32 on ``--batch``
   configurations per step, first ``--warmup`` steps (allocator, kernel selection), then
@@ -45,7 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
-#: beta on the xi ~ L/4 line at lam = 0.5 (DESIGN.md); small quick sizes get the L = 6, 8 values
+#: beta on the xi ~ L/4 line at lam = 0.5 (docs/physics.md); small quick sizes get the L = 6, 8 values
 BETA = {4: 0.5, 6: 0.536, 8: 0.577, 16: 0.635, 32: 0.661, 64: 0.674}
 
 

@@ -27,6 +27,8 @@ from lattgen.errors import LattgenError
 from lattgen.observable import Observable
 from lattgen.sampler import Chain
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 
 def ar1(a: float, n_steps: int, n_chains: int, rng: np.random.Generator) -> np.ndarray:
     """Stationary AR(1) x_t = a x_{t-1} + sqrt(1 - a^2) eps_t, unit variance, (n_steps, n_chains).

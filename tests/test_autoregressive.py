@@ -13,13 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lattgen_generative.autoregressive import AutoregressiveModel
 from lattgen_generative.masked import CausalNet, causal_mask, neighbour_table
+from rounding import assert_close_to_rounding, scalar_condition
 from training_helpers import adam_steps
 
 from lattgen import ConfigError, Lattice
 from lattgen.model import standard_normal_log_prob
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 def randomise(model: torch.nn.Module, scale: float, seed: int) -> None:
@@ -53,12 +54,18 @@ def test_log_q_of_sample_equals_log_prob(shape, transform, z2):
         log_p = model.log_prob(phi)
     assert phi.shape == (16, *shape) and phi.dtype == torch.float64
     assert phi.std() > 0.1  # non-trivial weights: a spread-out, non-constant field
-    torch.testing.assert_close(log_q, log_p, rtol=0, atol=1e-9)
+    # steep random splines make log q ill-conditioned (up to 3e7 eps here): rounding-level agreement
+    assert_close_to_rounding(log_q, log_p, scalar_condition(model.log_prob, phi), "log q vs log_prob")
 
 
 @pytest.mark.parametrize("z2", ["none", "equivariant"])
 def test_cached_sampling_equals_full_passes(z2):
-    """The cached single-site steps give bit-for-bit the same phi (to rounding) as V full passes."""
+    """The cached single-site steps give the same phi and log-det as V full passes, to rounding.
+
+    Both run V sequential conditional steps whose rounding propagates to later sites, so the
+    tolerance is V times the one-evaluation bound: eps (|phi_i| + sum_j |dphi_i/dz_j| |z_j|) per
+    site, and the same with the gradient of the log-det for the log-det.
+    """
     model = model64([4, 3], seed=3, z2=z2)
     z = torch.randn(8, 4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
@@ -66,8 +73,14 @@ def test_cached_sampling_equals_full_passes(z2):
         phi_c, ld_c = model.flow.forward_and_log_det(z)
         model.flow.sampling = "full"
         phi_f, ld_f = model.flow.forward_and_log_det(z)
-    torch.testing.assert_close(phi_c, phi_f, rtol=0, atol=1e-12)
-    torch.testing.assert_close(ld_c, ld_f, rtol=0, atol=1e-12)
+    v = z[0].numel()
+    jac = torch.stack([torch.autograd.functional.jacobian(
+        lambda x: model.flow.forward_and_log_det(x[None])[0][0], zi).reshape(v, v) for zi in z])
+    phi_condition = phi_f.abs() + (jac.abs() @ z.abs().reshape(-1, v, 1)).reshape(z.shape)
+    ld_condition = scalar_condition(lambda x: model.flow.forward_and_log_det(x)[1], z)
+    assert_close_to_rounding(phi_c, phi_f, v * phi_condition, "cached vs full phi")
+    assert_close_to_rounding(ld_c, ld_f, v * ld_condition, "cached vs full log-det")
+    assert (phi_c - phi_f).abs().max() < 1e-6  # and the bound itself is still a tight test
 
 
 def cauchy_draws(n, shape, gamma, generator):
@@ -219,7 +232,10 @@ def test_symmetrised_variant_is_even_and_flips_both_signs():
     model = model64([3, 3], seed=4, z2="symmetrise")
     with torch.no_grad():
         phi, log_q = model.sample(400, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(model.log_prob(-phi), log_q, rtol=0, atol=1e-9)
+    flipped = model.log_prob(-phi.detach())
+    assert_close_to_rounding(flipped, log_q, scalar_condition(lambda x: model.log_prob(-x), phi),
+                             "log q(-phi) vs log q(phi)")
+    with torch.no_grad():
         # the base model is not even, so the symmetrisation is doing something
         assert (model.base_log_prob(phi) - model.base_log_prob(-phi)).abs().max() > 0.1
     # the global sign is a fair coin: fraction of positive magnetisation ~ 1/2 (binomial, 4 sigma)

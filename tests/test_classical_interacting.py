@@ -1,6 +1,6 @@
 """Interacting phi^4: HMC and Metropolis agree at published points; the tutorial point's chi_2 = 0.75(1).
 
-Published xi = L/4 points along lam = 0.5 (DESIGN.md): L = 6, beta = 0.536 in CI; L = 8 (0.577)
+Published xi = L/4 points along lam = 0.5 (docs/physics.md, "The xi = L/4 line"): L = 6, beta = 0.536 in CI; L = 8 (0.577)
 and L = 10 (0.600) as slow runs. Tutorial point (arXiv 2101.08176): form A, L = 8, m2 = -4,
 lamA = 8, two-point susceptibility 0.75(1) (in form-A units, chi_2 = V <m^2>).
 """

@@ -29,6 +29,9 @@ from hypothesis import strategies as st
 from lattgen import Lattice, LatticeError
 from lattgen.model import Bijection, FlowModel
 from lattgen.registry import get_registry
+from rounding import ROUNDING_OPS
+
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
 
 REG = get_registry()
 SHAPES = [(4,), (4, 4), (2, 6), (2, 2, 4)]
@@ -136,11 +139,6 @@ def jacobians(f, z: torch.Tensor) -> torch.Tensor:
     return torch.stack([
         torch.autograd.functional.jacobian(lambda x: f(x.unsqueeze(0))[0][0], zi).reshape(n, n) for zi in z
     ])
-
-
-#: rounding error of one pass in units of eps * (amplification): a few operations per site;
-#: the failing random examples found by the dev profile stay below 1/30 of this bound
-ROUNDING_OPS = 16
 
 
 def assert_round_trip(x_back: torch.Tensor, x: torch.Tensor, y: torch.Tensor, inverse_jac: torch.Tensor,

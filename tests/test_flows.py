@@ -12,6 +12,8 @@ from lattgen.fourier import power_spectrum
 from lattgen.registry import get_registry
 from lattgen_flows import FreeFieldLayer, LatticeFlowModel
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 REG = get_registry()
 
 

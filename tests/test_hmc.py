@@ -17,6 +17,8 @@ from lattgen.sampler import run_chain
 
 from free_field_checks import MOMENTA, assert_matches_exact, spectrum_chain
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 
 # -- exact free-field results ---------------------------------------------------------------------
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ class NoisyDensity(GenerativeModel):
         return self.base.log_prob(phi) + self._log_xi(phi, generator, -1.0)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 def free_action(shape=SHAPE, beta=BETA) -> Phi4Action:

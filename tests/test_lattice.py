@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from lattgen import Lattice, LatticeError
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 shapes = st.lists(st.integers(2, 6), min_size=1, max_size=4)
 
 

@@ -23,6 +23,8 @@ from lattgen import Lattice, LatticeError
 from lattgen.fourier import power_spectrum
 from lattgen.registry import get_registry
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 REG = get_registry()
 
 

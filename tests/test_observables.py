@@ -17,11 +17,13 @@ from lattgen.observable import measure_all
 from lattgen_observables.scalar_field import OBSERVABLES, gaussian_exact
 from lattgen.sampler import Chain
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 NAMES = sorted(OBSERVABLES)
 
 
 def free_propagator(lattice: Lattice, beta: float) -> torch.Tensor:
-    """G~(p) = 1 / (2 - 2 beta sum_mu cos p_mu) (DESIGN.md form B at lam = 0)."""
+    """G~(p) = 1 / (2 - 2 beta sum_mu cos p_mu) (form B at lam = 0, docs/physics.md "Free field")."""
     return 1.0 / (2.0 - 2.0 * beta * lattice.cos_sum(dtype=torch.float64))
 
 

@@ -20,6 +20,8 @@ from lattgen_phi4 import (
 from lattgen import ConfigError, LattgenError, Lattice, LatticeError
 from lattgen.build import build_action
 
+pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
+
 shapes = st.lists(st.integers(2, 5), min_size=1, max_size=3)
 even_shapes = st.lists(st.sampled_from([2, 4]), min_size=1, max_size=3)
 betas = st.floats(0.0, 1.0)
@@ -164,7 +166,7 @@ def test_form_a_to_b_round_trip(m2, lamA, ndim):
 
 
 def test_tutorial_point_is_lam_one_half_beta_one_half():
-    """DESIGN.md: m2 = -4, lamA = 8 in d = 2 is lam = 0.5 and beta = sqrt(2/lamA) = 0.5."""
+    """docs/physics.md, "The tutorial point": m2 = -4, lamA = 8 in d = 2 is lam = 0.5 and beta = sqrt(2/lamA) = 0.5."""
     beta, lam = form_a_to_b(-4.0, 8.0, 2)
     assert math.isclose(beta, 0.5, rel_tol=1e-12) and math.isclose(lam, 0.5, rel_tol=1e-12)
     act = Phi4StandardAction(Lattice([4, 4]), m2=-4.0, lamA=8.0).to_seed_form()

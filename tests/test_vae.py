@@ -18,7 +18,7 @@ from lattgen.fourier import sample_gaussian_field
 from lattgen.sampler import metropolis_accept
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerical]
 
 
 def free_field(shape, beta):

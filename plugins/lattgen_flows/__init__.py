@@ -2,7 +2,8 @@
 
 Layers (registered as kind "layer"): affine_coupling, z2_affine_coupling, spline_coupling,
 z2_spline_coupling, pointwise_spline, free_field, prolong, rescale. Models (kind "model"):
-affine, spline, equivariant, gaussian, multigrid. See docs/flows.md.
+affine, spline, equivariant, gaussian, multigrid. ``circular_rq_spline``: the circle
+diffeomorphism that angle-valued theories' flows build on. See docs/flows.md.
 
 The package is lazy (PEP 562): loading the plugin (``lattgen_flows.plugin``) imports no layer
 code; the names below are imported on first access.
@@ -19,6 +20,7 @@ _EXPORTS = {
     "CheckerboardCoupling": "coupling",
     "LatticeFlowModel": "flow_model",
     "FreeFieldLayer": "free_field",
+    "circular_rq_spline": "circular",
     "GlobalRescale": "free_field",
     "LatticeBijection": "lattice_layer",
     "ConvNet": "networks",
@@ -43,6 +45,7 @@ __all__ = [
     "Z2AffineCoupling",
     "Z2SplineCoupling",
     "Z2Symmetrised",
+    "circular_rq_spline",
 ]
 
 

@@ -142,9 +142,13 @@ class DenseNet(nn.Module):
 class Z2Symmetrised(nn.Module):
     """Group average over {x, -x}: channel c is (n(x) + n(-x))/2 (even) or (n(x) - n(-x))/2 (odd).
 
-    Both terms come from one batched call on cat([x, -x]); since float addition commutes and
-    negation is exact, evenness and oddness hold bit for bit. An even scale built this way can
-    shrink as well as grow, unlike abs(tanh(.)) of an odd net (DESIGN.md measurements).
+    Exact by construction, whatever the kernels: every configuration is first brought to its
+    canonical sign c = s(x) x, with s(x) = sign of its first non-zero entry (s(-x) = -s(x), so
+    x and -x share c bit for bit), and the net runs once on cat([c, -c]). The call on -x then
+    feeds the net the identical batch (a GEMM may round a row differently at another batch
+    position, so cat([x, -x]) alone is not enough) and only swaps which half is n(x); float
+    addition commutes and negation is exact, so evenness and oddness hold bit for bit. An even
+    scale built this way can shrink as well as grow, unlike abs(tanh(.)) of an odd net.
     """
 
     def __init__(self, net: nn.Module, odd: Sequence[bool]):
@@ -161,10 +165,21 @@ class Z2Symmetrised(nn.Module):
         self.net.check_lattice(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        both = self.net(torch.cat([x, -x], dim=0))
-        plus, minus = both.chunk(2, dim=0)
+        positive = canonical_sign(x)
+        c = torch.where(positive.view(-1, *([1] * (x.dim() - 1))), x, -x)
+        n_c, n_minus_c = self.net(torch.cat([c, -c], dim=0)).chunk(2, dim=0)
+        keep = positive.view(-1, *([1] * (x.dim() - 1)))
+        plus, minus = torch.where(keep, n_c, n_minus_c), torch.where(keep, n_minus_c, n_c)
         sign = self.sign.view(1, -1, *([1] * (x.dim() - 2)))
         return 0.5 * (plus + sign * minus)
+
+
+def canonical_sign(x: torch.Tensor) -> torch.Tensor:
+    """Per configuration of the batch x (B, ...): True where its first non-zero entry is positive
+    (or x is all zero). Flips exactly under x -> -x (except for all-zero x, where c = 0 anyway)."""
+    flat = x.flatten(1)
+    first = flat.gather(1, (flat != 0).to(torch.int8).argmax(1, keepdim=True)).squeeze(1)
+    return first >= 0
 
 
 def make_conditioner(

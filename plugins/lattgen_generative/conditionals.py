@@ -19,8 +19,8 @@ keeps sigma and reverses the spline's bins (widths, heights and slopes read back
 
     T(-z; theta(-c)) = -T(z; theta(c)).
 
-Then q(-phi) = q(phi) exactly (group averaging, as for the symmetrised coupling nets in
-DESIGN.md): mu = (a_mu - a'_mu)/2 is odd, log sigma = (a_s + a'_s)/2 even, and the spline raws
+Then q(-phi) = q(phi) exactly (group averaging, as for the symmetrised coupling nets,
+``Z2Symmetrised``): mu = (a_mu - a'_mu)/2 is odd, log sigma = (a_s + a'_s)/2 even, and the spline raws
 are (a + reverse(a'))/2, so reversing c reverses the bins.
 """
 

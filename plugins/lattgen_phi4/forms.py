@@ -1,4 +1,4 @@
-"""Exact maps between the two forms of the phi^4 action (DESIGN.md, "Physics reference").
+"""Exact maps between the two forms of the phi^4 action (docs/physics.md, "Conversion between the forms").
 
 Form B (the seed's form), hopping parameter beta and coupling lam:
 
