@@ -79,6 +79,9 @@ class Param:
     min_exclusive: bool = False
     max_exclusive: bool = False
     nullable: bool = False  # None (omitted in TOML) is a valid value meaning "automatic"
+    #: +-inf is a valid value of this float parameter (NaN never is); without it, a non-finite
+    #: number is refused: it would run and print meaningless results (and JSON has no inf)
+    allow_inf: bool = False
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -111,6 +114,8 @@ class Param:
                     f"{where}: {v!r} is not valid; choose one of: "
                     + ", ".join(map(str, self.choices))
                 )
+            if isinstance(v, float) and math.isinf(v) and not self.allow_inf:
+                raise ConfigError(f"{where}: {v!r} is not valid; a finite number is needed")
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 lo_bad = self.min is not None and (
                     v < self.min or (self.min_exclusive and v == self.min)
