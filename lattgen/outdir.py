@@ -132,7 +132,9 @@ def recover(directory: str | Path) -> None:
 # -- what a directory holds -------------------------------------------------------------------
 def held_by(out: Path) -> str | None:
     """The command whose output ``out`` holds (its marker; for directories written before the
-    marker, guessed from the files), or None for an empty directory."""
+    marker, guessed from the files), or None for a directory without visible files."""
+    if not any(not p.name.startswith(".") for p in out.iterdir()):
+        return None  # nothing but lattgen's own hidden files: an interrupted run wrote nothing
     marker = out / MARKER
     if marker.is_file():
         return marker.read_text().strip() or None
@@ -152,7 +154,8 @@ def held_by(out: Path) -> str | None:
 def refusal(out: Path, command: str) -> str | None:
     """Why ``command`` must not write into ``out`` without --force (None: it may)."""
     held = held_by(out)
-    if held is None or (held == command and command not in NOT_RESUMABLE):
+    if held is None or (held == command and (command not in NOT_RESUMABLE
+                                             or not (out / "results.json").is_file())):
         return None
     what = f"the results of an earlier `lattgen {held}`" if held == command else \
         f"the output of `lattgen {held}`"
