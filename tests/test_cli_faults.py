@@ -93,6 +93,20 @@ def test_permission_and_disk_errors_are_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "full" / "results.json").exists()
 
 
+def test_an_allocation_failure_the_estimate_let_through_is_one_line(tmp_path, monkeypatch):
+    """The estimate is a lower bound: a later allocation failure is still one line, not torch's text."""
+    import lattgen.sample
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 10240000000000 bytes.\nmore")
+
+    monkeypatch.setattr(lattgen.sample, "run_sampling", oom)
+    line = one_line(invoke("sample", sample_config(tmp_path), "--out", tmp_path / "o"), "out of memory",
+                    "can't allocate memory", "sampler.n_chains")
+    assert "more" not in line and not (tmp_path / "o" / "results.json").exists()
+
+
 def test_diverging_spline_flow_is_a_training_error_naming_the_last_good_checkpoint(tmp_path):
     """lr = 1e3 makes the equivariant (spline) flow diverge; normflows' bin search used to raise
     IndexError before the NaN guard. Now: one line naming the checkpoint kept, which still loads."""
