@@ -14,8 +14,8 @@ clipping, budget by ``max_steps`` and/or ``max_time_s``. Per step it does what a
 hand-written loop does plus a few device-side scalar ops (a finiteness flag and a running loss
 sum): no host sync except the clock read the time budget needs. Every ``log_every`` steps it
 checks finiteness (one sync), evaluates the model on a fresh batch (``evaluate``) and appends a
-record to ``metrics.jsonl``; every ``checkpoint_every`` steps and at the end it writes
-``checkpoint.pt`` atomically. See docs/training.md.
+record to ``metrics.jsonl``; every ``checkpoint_every`` steps or ``checkpoint_every_s`` training
+seconds, whichever comes first, and at the end it writes ``checkpoint.pt`` atomically. See docs/training.md.
 
 Run directory files (``lattgen.checkpoints``; ``lattgen.rundir`` adds config.toml):
 ``checkpoint.pt``, ``model.pt``, ``metrics.jsonl``. Objectives: ``lattgen.objectives``;
@@ -25,8 +25,9 @@ Resume: rerunning with the same ``out_dir`` continues from the checkpoint: the s
 elapsed time (so the remaining time budget), the optimizer moments and both random streams, so
 an interrupted run with a step budget ends with the same parameters as an uninterrupted one.
 Ctrl-C is deferred to the next step boundary, where a checkpoint is written before
-KeyboardInterrupt is re-raised. A NaN/inf loss or gradient stops training with a
-``TrainingError`` naming the step; the last good checkpoint is kept, never overwritten.
+KeyboardInterrupt is re-raised. A NaN/inf loss, gradient or parameter, or an exception from the
+model's forward pass (a spline's bin search on diverged parameters), stops training with a
+``TrainingError`` naming the step and the last good checkpoint, which is kept, never overwritten.
 
 Data-parallel (every rank of a torch.distributed group calls ``train``, e.g. under torchrun;
 docs/cluster.md): see ``lattgen.data_parallel``; in one process its context is a no-op.
