@@ -11,7 +11,8 @@ point of the ``lattgen`` distribution itself). Faults of a third-party plugin ne
 rest: one that fails to import, or whose hook raises, is a warning naming it; a name it
 registers that a built-in owns keeps the built-in (a warning names the plugin); a name two
 third-party plugins register is refused only when a config asks for it (``PluginError`` naming
-both). A built-in that fails to load is a ``PluginError``: the installation is broken. A
+both). A built-in that fails to load, or two built-ins registering one name, is a
+``PluginError``: the installation is broken. A
 factory that raises is a ``PluginError`` naming the plugin and the component.
 """
 
@@ -190,7 +191,10 @@ class Registry:
         if other is None:
             self._specs[kind][name] = spec
             return
-        builtin = {p for p in (other.plugin, spec.plugin) if p in self.builtin}
+        builtin = [p for p in (other.plugin, spec.plugin) if p in self.builtin]
+        if len(builtin) == 2:  # two built-ins: lattgen itself is inconsistent
+            raise PluginError(f"{kind} {name!r} is registered twice: by built-in plugin {other.plugin!r} "
+                              f"and by built-in plugin {spec.plugin!r}; rename one of them")
         if len(builtin) == 1:  # a third-party plugin registers a name a built-in owns
             keep, drop = (other, spec) if other.plugin in builtin else (spec, other)
             self._specs[kind][name] = keep

@@ -120,3 +120,16 @@ def test_builtin_plugins_come_through_entry_points(registry):
     for name in ("phi4", "classical", "observables", "flows", "imh"):
         assert name in registry.plugin_names()
     assert not registry.failed
+
+
+def test_two_builtins_registering_one_name_is_an_error(monkeypatch):
+    mods = []
+    for name in ("builtin_a", "builtin_b"):
+        mod = types.ModuleType(f"fake_plugins_{name}")
+        mod.lattgen_register_actions = DuplicatePlugin().lattgen_register_actions
+        monkeypatch.setitem(sys.modules, mod.__name__, mod)
+        mods.append(importlib.metadata.EntryPoint(name, mod.__name__, "lattgen"))
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: mods)
+    monkeypatch.setattr(registry_module, "_is_builtin", lambda ep: True)
+    with pytest.raises(PluginError, match="built-in plugin 'builtin_.' and by built-in plugin 'builtin_.'"):
+        Registry()
