@@ -361,7 +361,8 @@ def analyse_chain(
     floats (scalar observables) or lists (vector observables, which also carry ``index``, the
     index name, and ``index_values`` where the observable provides them), and ``reliable``:
     False when the Gamma method warned (a failed window: chains too short for their
-    autocorrelation, so error and tau_int are underestimates).
+    autocorrelation, so error and tau_int are underestimates); a scalar observable that is not
+    reliable also gets ``replica_error`` (``replica_error``: the spread over the chains).
     """
     missing = [name for name in observables if name not in chain.primaries]
     if missing:
@@ -383,6 +384,8 @@ def analyse_chain(
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         res.pop("bias")
         res["reliable"] = name not in troubled
+        if not res["reliable"] and not isinstance(res["value"], list):
+            res["replica_error"] = replica_error(chain.primaries[name], derive)
         if obs.index or isinstance(res["value"], list):
             res = {key: (v if isinstance(v, list) or key == "reliable" else [v]) for key, v in res.items()}
             res["index"] = obs.index
@@ -398,6 +401,33 @@ def analyse_chain(
             stacklevel=2,
         )
     return results
+
+
+#: fewest chains for a between-chain error (``replica_error``)
+MIN_REPLICAS = 8
+
+
+def replica_error(data: np.ndarray, derive: Callable[[np.ndarray], Any]) -> float | None:
+    """Jackknife error of derive(means) over the chains, each left out in turn.
+
+    The chains are independent, so the spread of their means bounds the error whatever the
+    autocorrelation within a chain: the fallback where the Gamma window failed (valid once every
+    chain has thermalised; None with fewer than ``MIN_REPLICAS`` chains or a non-finite value).
+    ``data``: primaries (n_steps, n_chains, k).
+    """
+    n = data.shape[1]
+    if n < MIN_REPLICAS:
+        return None
+    per_chain = data.mean(axis=0)  # (n_chains, k)
+    total = per_chain.sum(axis=0)
+    try:
+        theta = np.array([float(np.asarray(derive((total - per_chain[r]) / (n - 1))).reshape(-1)[0])
+                          for r in range(n)])
+    except (ValueError, ZeroDivisionError, FloatingPointError):
+        return None
+    if not np.isfinite(theta).all():
+        return None
+    return float(np.sqrt((n - 1) / n * np.sum((theta - theta.mean()) ** 2)))
 
 
 def _single_primary(name: str) -> Callable[[np.ndarray], float]:

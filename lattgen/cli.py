@@ -19,9 +19,11 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from . import distributed
+from . import distributed, outdir
 from .errors import LattgenError, RunDirError
+from .memory import is_out_of_memory
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,19 +34,42 @@ def _error_prefix() -> str:
     return f"\\[rank {distributed.env_rank()}] " if distributed.secondary() else ""  # \\[: not rich markup
 
 
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr as one line: the message is text, never rich markup
+    (``[action]`` stays), and never wrapped."""
+    err_console.print(f"{_error_prefix()}[bold red]error:[/bold red] {escape(str(message))}",
+                      highlight=False, soft_wrap=True)
+
+
+def os_error_message(exc: OSError) -> str:
+    """'PATH: No space left on device' for an OSError the run could not avoid."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 class LattgenGroup(click.Group):
-    """A click group that turns LattgenErrors into one clear line and exit status 2."""
+    """A click group that turns LattgenErrors (and OSErrors, out of memory) into one clear line
+    and exit status 2, and releases the output directory's lock when the command ends."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LattgenError as exc:
-            err_console.print(f"{_error_prefix()}[bold red]error:[/bold red] {exc}", highlight=False)
-            ctx.exit(2)
+            print_error(str(exc))
+        except OSError as exc:  # a file the run could not read or write (disk full, permissions)
+            print_error(os_error_message(exc))
         except KeyboardInterrupt:
             if not distributed.secondary():
                 err_console.print("[yellow]interrupted[/yellow]: finished work was kept")
             ctx.exit(130)
+        except Exception as exc:  # only allocation failures are handled here; the rest re-raised
+            if not is_out_of_memory(exc):
+                raise
+            print_error(f"out of memory ({str(exc).strip().splitlines()[0][:160]}); use a smaller "
+                        "lattice, fewer chains (sampler.n_chains) or a smaller batch (train.batch_size)")
+        finally:
+            outdir.release_all()
+        ctx.exit(2)
 
 
 @click.group(cls=LattgenGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,12 +82,18 @@ def default_out(kind: str) -> Path:
     return Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_out(out: Path | None, kind: str) -> Path:
+def prepare_out(out: Path | None, kind: str, force: bool = False) -> Path:
+    """The output directory of command ``kind``, created and locked for this run; one holding
+    another command's output, or a sample's results, is refused unless ``force``
+    (``lattgen.outdir.claim``)."""
     out = Path(out) if out is not None else default_out(kind)
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    outdir.claim(out, kind, force)
     return out
+
+
+#: the --force option of every command that writes a directory
+force_option = click.option("--force", is_flag=True,
+                            help="overwrite what --out holds (train: start over instead of resuming)")
 
 
 def load_config_with_overrides(config_path: str | None, overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -128,16 +159,19 @@ def list_cmd(as_json: bool, markdown: bool, kind: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="override a config value (repeatable)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
-def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> None:
+@force_option
+def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
     """Sample TARGET: a CONFIG.toml, or a trained RUN_DIR (its model proposes, sampler imh)."""
-    from .config import resolve_config, write_toml
+    from .config import dumps_toml, resolve_config
+    from .jsonio import json_text
     from .registry import get_registry
-    from .report import print_sample_report, write_json
+    from .report import print_sample_report
     from .sample import run_sampling
 
     reg = get_registry()
     path = Path(target)
     model = None
+    trained_on = None
     if path.is_dir():
         from .config import apply_overrides
         from .rundir import load_trained
@@ -153,6 +187,7 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
             raise RunDirError("no installed sampler takes a generative model (needs_model=True) to sample "
                               f"the run directory {target!r} with")
         base["sampler"] = {"name": proposal}
+        trained_on = dict(base["action"])
         raw = apply_overrides(base, overrides)
     elif path.is_file():
         raw = load_config_with_overrides(str(path), overrides)
@@ -165,13 +200,18 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
             "--out RUN_DIR` first, then `lattgen sample RUN_DIR`"
         )
     distributed.init(config["run"]["device"])
-    out = prepare_out(out, "sample")
-    if distributed.is_main():
-        write_toml(config, out / "config.toml")
+    out = prepare_out(out, "sample", force)
+    if trained_on is not None and trained_on != config["action"]:
+        changed = ", ".join(f"{k} {trained_on.get(k)} -> {v}" for k, v in config["action"].items()
+                            if trained_on.get(k) != v)
+        console.print(f"note: sampling another target than the model was trained on ({changed}); "
+                      f"exact under {config['sampler']['name']}, only the acceptance suffers", highlight=False)
     with Progress(f"sampling ({config['sampler']['name']})") as bar:
         results, _ = run_sampling(config, model=model, registry=reg, progress=bar)
-    if distributed.is_main():
-        write_json(results, out / "results.json")
+    if trained_on is not None:
+        results["training_action"] = trained_on  # beside "action", the target sampled
+    if distributed.is_main():  # config and results together: an interruption leaves the old pair
+        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results)})
     print_sample_report(results, console)
     console.print(f"wrote {out / 'results.json'}")
 
@@ -184,7 +224,9 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None) -> Non
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (resumes if it holds a checkpoint)")
 @click.option("--init-from", type=click.Path(path_type=Path), default=None,
               help="initialise the model from a trained RUN_DIR (e.g. at a smaller L)")
-def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, init_from: Path | None) -> None:
+@force_option
+def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, init_from: Path | None,
+              force: bool) -> None:
     """Train the [model] of CONFIG.toml on its [action] by reverse KL."""
     from .config import resolve_config
     from .registry import get_registry
@@ -194,9 +236,9 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, in
     config = resolve_config(load_config_with_overrides(config_path, overrides), reg,
                             require=("action", "model"))
     distributed.init(config["run"]["device"])
-    out = prepare_out(out, "train")
+    out = prepare_out(out, "train", force)
     with Progress(f"training ({config['model']['name']})") as bar:
-        result = train_run(config, out, registry=reg, progress=bar, init_from=init_from)
+        result = train_run(config, out, registry=reg, progress=bar, init_from=init_from, resume=not force)
     console.print(result.summary() if hasattr(result, "summary") else str(result))
     console.print(f"run directory: {out}")
 
@@ -208,7 +250,8 @@ def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, in
               help="override a config value (repeatable), e.g. compare.train_time_s=30")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="output directory (rerun with the same --out resumes, skipping finished entries)")
-def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None) -> None:
+@force_option
+def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
     """Compare model families and classical samplers on one action, on equal terms.
 
     Without CONFIG.toml: the default theory's default point (with the built-in plugins, for
@@ -217,12 +260,12 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
     """
     from .harness import resolve_compare, run_compare
     from .registry import get_registry
-    from .report import compare_tables
+    from .report import compare_tables, verdict_lines
 
     reg = get_registry()
     resolved = resolve_compare(load_config_with_overrides(config_path, overrides), reg)
     distributed.init(resolved["compare"]["device"])
-    out = prepare_out(out, "compare")
+    out = prepare_out(out, "compare", force)
     console.print(f"comparing {len(resolved['entries'])} entries: "
                   + ", ".join(e["label"] for e in resolved["entries"]) + f"  ->  {out}")
     with EntryProgress() as bar:
@@ -230,6 +273,8 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
     wide = console if console.is_terminal else Console(width=max(console.width, 160), quiet=console.quiet)
     for table in compare_tables(summary):
         wide.print(table)
+    for line in verdict_lines(summary):
+        console.print(line, highlight=False)
     console.print(f"wrote {out / 'results.json'} and plots in {out}")
 
 
@@ -239,7 +284,8 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="override a config value (repeatable)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory (resumable)")
-def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None) -> None:
+@force_option
+def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
     """tau_int against xi along xi = L/4, and the dynamic exponent z of every entry."""
     from .registry import get_registry
     from .scaling import resolve_scale, run_scale
@@ -247,7 +293,7 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
     reg = get_registry()
     resolved = resolve_scale(load_config_with_overrides(config_path, overrides), reg)
     distributed.init(resolved["points"][0]["compare"]["device"] if resolved["points"] else "cpu")
-    out = prepare_out(out, "scale")
+    out = prepare_out(out, "scale", force)
     with EntryProgress() as bar:
         result = run_scale(resolved, out, progress=bar)
     from rich.table import Table
@@ -279,20 +325,22 @@ def main() -> None:
     """Entry point of the ``lattgen`` script (plugins may add sub-commands)."""
     import warnings
 
-    from .registry import PluginWarning, get_registry
+    from .errors import LattgenWarning
+    from .registry import get_registry
 
-    warnings.simplefilter("default", PluginWarning)
+    warnings.simplefilter("default", LattgenWarning)
     quiet = distributed.secondary()  # a torchrun worker other than rank 0: errors only
     console.quiet = quiet
 
     def show(message, category, filename, lineno, file=None, line=None):  # one line, no source echo
         if not quiet:
-            err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+            err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False,
+                              soft_wrap=True)
 
     warnings.showwarning = show
     try:
         get_registry().add_commands(cli)
     except LattgenError as exc:
-        err_console.print(f"{_error_prefix()}[bold red]error:[/bold red] {exc}", highlight=False)
+        print_error(str(exc))
         sys.exit(2)
     cli.main(prog_name="lattgen")

@@ -22,6 +22,8 @@ import tomli_w
 
 from .errors import ConfigError, LatticeError
 from .lattice import Lattice
+from .memory import check_fits
+from .outdir import write_atomic
 from .params import Param, reject_unknown, validate_params
 
 #: Generic [run] parameters: how many configurations, seed and device.
@@ -56,6 +58,8 @@ TRAIN_PARAMS: tuple[Param, ...] = (
           nullable=True),
     Param("log_every", "int", 50, "optimiser steps between metric records", min=1),
     Param("checkpoint_every", "int", 500, "optimiser steps between checkpoints", min=1),
+    Param("checkpoint_every_s", "float", 60.0, "training seconds between checkpoints, beside "
+          "checkpoint_every (a kill loses at most this much; 0: steps only)", min=0),
     Param("eval_batch", "int", 1024, "configurations for the ESS / acceptance estimate", min=2),
     Param("threads", "int", None, "torch intra-op threads (default: torch's choice)", min=1,
           nullable=True),
@@ -122,10 +126,11 @@ def _component(registry, kind: str, section: dict[str, Any], where: str, default
     if name is None:
         valid = ", ".join(registry.names(kind)) or "(none)"
         raise ConfigError(f"{where}.name: required key is missing; choose one of: {valid}")
-    if not isinstance(name, str) or name not in registry.names(kind):
+    if not isinstance(name, str) or (name not in registry.names(kind)
+                                     and (kind, name) not in getattr(registry, "ambiguous", {})):
         valid = ", ".join(registry.names(kind)) or "(none)"
         raise ConfigError(f"{where}.name: unknown {kind} {name!r}; choose one of: {valid}")
-    return registry.get(kind, name), name
+    return registry.get(kind, name), name  # PluginError for a name two plugins register
 
 
 def resolve_action(registry, section: Mapping[str, Any], where: str = "action") -> dict[str, Any]:
@@ -138,6 +143,7 @@ def resolve_action(registry, section: Mapping[str, Any], where: str = "action") 
         Lattice(lat)
     except LatticeError as exc:
         raise ConfigError(f"{where}.lattice: {exc}") from None
+    check_fits(lat, where=f"{where}.lattice")  # before anything of that size is built
     params = spec.validate(section, where)
     return {"name": name, "lattice": lat, **params}
 
@@ -179,10 +185,27 @@ def resolve_config(config: Mapping[str, Any], registry=None, require: Iterable[s
     if "train" in config or "model" in config:
         out["train"] = resolve_train(_section(config, "train"))
     out["run"] = resolve_run(registry, _section(config, "run"))
+    if "action" in out:
+        check_config_fits(out)
     for name, validator in extra.items():
         if name in config:
             out[name] = validator(_section(config, name))
     return out
+
+
+def check_config_fits(config: Mapping[str, Any]) -> None:
+    """ResourceError (with the figure) if the sampler's chains or a training batch of the
+    config's lattice cannot fit the run's device (``lattgen.memory``: a lower bound)."""
+    lattice, device = config["action"]["lattice"], config["run"]["device"]
+    if "sampler" in config:
+        n = config["sampler"].get("n_chains", 1)
+        n = n if isinstance(n, int) and n > 0 else 1
+        check_fits(lattice, n, 8 if config["run"]["dtype"] == "float64" else 4, device=device,
+                   what=f"the sampler's {n} chains", hint="use a smaller lattice or fewer sampler.n_chains")
+    if "train" in config and "model" in config:
+        n = config["train"]["batch_size"]
+        check_fits(lattice, n, 8 if config["train"]["dtype"] == "float64" else 4, device=device,
+                   what=f"a training batch of {n}", hint="use a smaller lattice or train.batch_size")
 
 
 def resolve_train(section: Mapping[str, Any], where: str = "train") -> dict[str, Any]:
@@ -226,4 +249,5 @@ def dumps_toml(config: Mapping[str, Any]) -> str:
 
 
 def write_toml(config: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(dumps_toml(config))
+    """Write a resolved config atomically (temporary file + rename)."""
+    write_atomic(path, dumps_toml(config))

@@ -19,8 +19,12 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
     |pull| > sigma flags the entry inconsistent: its sampler (or its model's density) is not exact.
     Except where the entry's own error is unreliable (``reliable`` False: the Gamma window failed,
     the chains are too short for their autocorrelation, the error is an underestimate): such a
-    pull cannot be judged and is listed under ``too_short`` instead; ``verdict`` is "yes",
-    "NO" or "too short" (a too-short pull and no judged failure).
+    pull cannot be judged and is listed under ``too_short`` instead, unless it stays beyond
+    sigma against the observable's ``replica_error`` (the spread over its independent chains,
+    which does not depend on tau_int): that pull is too large for a short chain to explain, and
+    flags the entry inconsistent. ``unreliable`` lists the observables with a pull whose error
+    is not reliable. ``verdict`` is "NO" (a judged failure), "too short" (a too-short pull, or
+    every pull of the entry unreliable: nothing could be judged) or "yes".
     """
     names: list[str] = []
     for e in entries:
@@ -28,10 +32,12 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             if isinstance(o.get("value"), (int, float)) and name not in names:
                 names.append(name)
     reference = {e["label"] for e in entries if not e.get("model")}
-    out: dict[str, dict[str, Any]] = {e["label"]: {"pulls": {}, "consistent": True, "too_short": []}
-                                      for e in entries}
+    out: dict[str, dict[str, Any]] = {e["label"]: {"pulls": {}, "consistent": True, "too_short": [],
+                                                   "unreliable": []} for e in entries}
     reliable = {(e["label"], name): o.get("reliable", True) is not False
                 for e in entries for name, o in e["observables"].items()}
+    replica = {(e["label"], name): o.get("replica_error")
+               for e in entries for name, o in e["observables"].items()}
     for name in names:
         vals = {}
         for e in entries:
@@ -52,11 +58,24 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             pool_err = float(1 / math.sqrt(w.sum()))
             pull = (v - pool) / math.sqrt(s**2 + pool_err**2)
             out[label]["pulls"][name] = pull
+            if not reliable[(label, name)]:
+                out[label]["unreliable"].append(name)
             if abs(pull) > sigma:
-                if reliable[(label, name)]:
+                if reliable[(label, name)] or _beyond_replica_spread(v, replica[(label, name)], pool,
+                                                                      pool_err, sigma):
                     out[label]["consistent"] = False
                 else:
                     out[label]["too_short"].append(name)
     for judged in out.values():
-        judged["verdict"] = "NO" if not judged["consistent"] else "too short" if judged["too_short"] else "yes"
+        nothing_judged = bool(judged["pulls"]) and len(judged["unreliable"]) == len(judged["pulls"])
+        judged["verdict"] = "NO" if not judged["consistent"] else \
+            "too short" if judged["too_short"] or nothing_judged else "yes"
     return out
+
+
+def _beyond_replica_spread(value: float, replica_error: float | None, pool: float, pool_err: float,
+                           sigma: float) -> bool:
+    """Whether a pull stays beyond sigma with the between-chain error in place of the Gamma one."""
+    if not isinstance(replica_error, (int, float)) or not math.isfinite(replica_error):
+        return False
+    return abs(value - pool) > sigma * math.sqrt(replica_error**2 + pool_err**2)

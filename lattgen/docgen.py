@@ -23,15 +23,9 @@ def configuration_reference() -> str:
     from .registry import Registry, _load_entry_points
     from .scaling import SCALE_PARAMS
 
-    import importlib.metadata
-
-    from .registry import ENTRY_POINT_GROUP
-
     # built-in: the plugins lattgen's own distribution registers (third-party ones are left out)
-    builtin = {ep.name for ep in importlib.metadata.distribution("lattgen").entry_points
-               if ep.group == ENTRY_POINT_GROUP}
     failed: dict[str, str] = {}
-    plugins = [(n, p) for n, p in _load_entry_points(failed) if n in builtin]
+    plugins = [(n, p) for n, p, builtin in _load_entry_points(failed) if builtin]
     reg = Registry(plugins, entry_points=False)
     extra = ["## `[compare]`: `lattgen compare`\n", *_param_table(COMPARE_PARAMS),
              "## `[scale]`: `lattgen scale`\n", *_param_table(SCALE_PARAMS)]

@@ -29,3 +29,15 @@ class TrainingError(LattgenError):
 
 class RunDirError(LattgenError):
     """A run directory is missing, incomplete or incompatible with the request."""
+
+
+class SamplingError(LattgenError):
+    """A sampler cannot go on exactly (for example its proposals are mostly non-finite)."""
+
+
+class ResourceError(LattgenError):
+    """The request does not fit the machine (memory); the message gives the figure."""
+
+
+class LattgenWarning(UserWarning):
+    """Something was repaired or left out and the run goes on (a torn metrics line, a plugin)."""

@@ -25,7 +25,9 @@ import numpy as np
 from . import distributed
 from .compare_config import config_hash, entry_config, resolve_compare, toml_ready  # noqa: F401  (API)
 from .consistency import consistency
+from .checkpoints import METRICS, read_metrics
 from .entry_pool import run_parallel
+from .outdir import write_together
 from .registry import Registry, get_registry
 from .theory import Theory
 
@@ -41,8 +43,8 @@ def run_entry(
     """Train (if a model) and sample one entry; write its results.json and plot data; return results."""
     import torch
 
-    from .config import write_toml
-    from .report import write_json
+    from .config import dumps_toml
+    from .jsonio import json_text
     from .sample import run_sampling
 
     torch.set_num_threads(compare["threads"])
@@ -53,7 +55,6 @@ def run_entry(
     cfg_hash = config_hash(cfg)
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_toml(cfg, out / "config.toml")
     label = entry["label"]
     model, training = None, None
     if "model" in cfg:
@@ -82,9 +83,9 @@ def run_entry(
     results["training"] = training
     theory = reg.theory(cfg["action"]["name"])
     results["performance"] = performance(results, training, compare["target_rel_error"], theory)
-    if main:
+    if main:  # results.json last: it marks the entry finished (with config.toml, in one commit)
         np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain, theory.histogram))
-        write_json(results, out / "results.json")
+        write_together(out, {"config.toml": dumps_toml(cfg), "results.json": json_text(results)})
     return results
 
 
@@ -116,12 +117,7 @@ def prepare_data(cfg: Mapping[str, Any], out: Path, n: int, registry: Registry) 
 
 def training_summary(train_dir: Path, wall_s: float, data_s: float = 0.0) -> dict[str, Any]:
     """Training figures from metrics.jsonl: time (data generation included), steps, learning curve."""
-    curve = []
-    path = train_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                curve.append(json.loads(line))
+    curve = read_metrics(train_dir / METRICS)
     for record in curve:
         record["time"] = record.get("time", 0.0) + data_s
     last = curve[-1] if curve else {}
@@ -183,15 +179,14 @@ def run_compare(
     progress: Callable[[str, str, int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every entry; write OUT/results.json and plots; return the summary."""
-    from .config import write_toml
+    from .config import dumps_toml
+    from .jsonio import json_text
     from .plots import compare_plots
-    from .report import write_json
 
     out = Path(out_dir)
     main = distributed.is_main()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        write_toml(toml_ready(resolved), out / "config.toml")
     action, compare = resolved["action"], resolved["compare"]
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -216,9 +211,10 @@ def run_compare(
     cons = consistency(ordered, compare["sigma"])
     for r in ordered:
         r["consistency"] = cons[r["label"]]
-    summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered}
-    if main:
-        write_json(summary, out / "results.json")
+    summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered,
+               "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered}}
+    if main:  # config and summary together, at the end: an interrupted rerun leaves the old pair
+        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary)})
         compare_plots(summary, out)
     distributed.barrier()
     return summary

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .outdir import write_atomic
 
 
 def to_python(obj: Any) -> Any:
@@ -45,7 +46,9 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json(data: Any, path: str | Path) -> None:
     """Write JSON atomically (temp file + rename) so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """The text ``write_json`` writes (for ``outdir.write_together``)."""
+    return json.dumps(to_jsonable(data), indent=2) + "\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .action import Action
+from .checkpoints import safe_load
 from .errors import ConfigError
 from .model import GenerativeModel
 
@@ -53,9 +54,9 @@ def load_training_data(path: str | Path, model: GenerativeModel, action: Action)
     if not path.is_file():
         raise ConfigError(f"train.data: file {str(path)!r} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling raises many unrelated types
-        raise ConfigError(f"train.data: {path} is not a tensor file torch.load can read safely: {exc}") from None
+        data = safe_load(path, ConfigError)
+    except ConfigError as exc:
+        raise ConfigError(f"train.data: {exc}") from None
     space = action.field_space
     if not isinstance(data, torch.Tensor) or not (data.is_floating_point() or data.is_complex()):
         raise ConfigError(f"train.data: {path} must hold one tensor of shape (N, *{list(space.shape)})")

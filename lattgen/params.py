@@ -79,6 +79,9 @@ class Param:
     min_exclusive: bool = False
     max_exclusive: bool = False
     nullable: bool = False  # None (omitted in TOML) is a valid value meaning "automatic"
+    #: +-inf is a valid value of this float parameter (NaN never is); without it, a non-finite
+    #: number is refused: it would run and print meaningless results (and JSON has no inf)
+    allow_inf: bool = False
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -105,12 +108,15 @@ class Param:
             return None
         value = coerce(value, self.type, where)
         values = value if isinstance(value, list) else [value]
-        for v in values:
+        for i, v in enumerate(values):
+            at = f"{where}[{i}]" if isinstance(value, list) else where
             if self.choices is not None and v not in self.choices:
                 raise ConfigError(
-                    f"{where}: {v!r} is not valid; choose one of: "
+                    f"{at}: {v!r} is not valid; choose one of: "
                     + ", ".join(map(str, self.choices))
                 )
+            if isinstance(v, float) and math.isinf(v) and not self.allow_inf:
+                raise ConfigError(f"{at}: {v!r} is not valid; a finite number is needed")
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 lo_bad = self.min is not None and (
                     v < self.min or (self.min_exclusive and v == self.min)
@@ -119,7 +125,7 @@ class Param:
                     v > self.max or (self.max_exclusive and v == self.max)
                 )
                 if lo_bad or hi_bad:
-                    raise ConfigError(f"{where}: {v!r} is out of range; must be {self.describe_range()}")
+                    raise ConfigError(f"{at}: {v!r} is out of range; must be {self.describe_range()}")
         return value
 
     def to_dict(self) -> dict:

@@ -6,9 +6,14 @@ models and layers (the field space they work on, ``FieldSpace.manifold``; defaul
 ``compare=False`` on models left out of the default comparison; ``needs_model=True`` on
 samplers that take a generative model as their proposal (the default sampler of a trained model).
 
-Built-ins go through the same entry-point group a third party uses. A name registered twice is
-a ``PluginError`` naming both plugins; a plugin that fails to import (or whose hook raises)
-is a warning naming it, and everything else keeps working.
+Built-ins go through the same entry-point group a third party uses (a built-in is an entry
+point of the ``lattgen`` distribution itself). Faults of a third-party plugin never disable the
+rest: one that fails to import, or whose hook raises, is a warning naming it; a name it
+registers that a built-in owns keeps the built-in (a warning names the plugin); a name two
+third-party plugins register is refused only when a config asks for it (``PluginError`` naming
+both). A built-in that fails to load, or two built-ins registering one name, is a
+``PluginError``: the installation is broken. A
+factory that raises is a ``PluginError`` naming the plugin and the component.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from typing import Any, Protocol
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownComponentError
+from .errors import LattgenError, LattgenWarning, PluginError, ResourceError, UnknownComponentError
 from .field import FieldSpace
+from .memory import is_out_of_memory
 from .params import Param, validate_params
 from .theory import Theory
 
 ENTRY_POINT_GROUP = "lattgen"
+#: the distribution whose entry points are the built-in plugins
+BUILTIN_DISTRIBUTION = "lattgen"
 
 #: kind -> hook name
 KINDS = {
@@ -54,7 +62,7 @@ class Register(Protocol):
                  **meta: Any) -> None: ...
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(LattgenWarning):
     """A plugin could not be loaded or its hook failed; the rest of lattgen keeps working."""
 
 
@@ -77,7 +85,18 @@ class ComponentSpec:
     def build(self, *args, params: Mapping[str, Any] | None = None, where: str | None = None, **context):
         """Validate ``params`` and call the factory with context positional/keyword arguments."""
         kwargs = self.validate(params or {}, where)
-        built = self.factory(*args, **context, **kwargs)
+        try:
+            built = self.factory(*args, **context, **kwargs)
+        except LattgenError:
+            raise  # already a clear message from the plugin
+        except Exception as exc:  # a plugin's code may raise anything
+            first = (str(exc).strip().splitlines() or [""])[0]
+            if is_out_of_memory(exc):
+                raise ResourceError(f"{where or self.kind}: building {self.kind} {self.name!r} ran out of "
+                                    f"memory ({first}); use a smaller lattice or fewer chains / a "
+                                    "smaller batch") from None
+            raise PluginError(f"plugin {self.plugin or '?'!r}: building {self.kind} {self.name!r} failed: "
+                              f"{type(exc).__name__}: {first}") from exc
         if self.kind == "action":
             built.name = self.name  # its theory's key (Registry.theory)
         return built
@@ -100,15 +119,27 @@ class Registry:
         self.pm = pluggy.PluginManager("lattgen")
         self.pm.add_hookspecs(hookspecs)
         self.failed: dict[str, str] = {}
+        #: plugins of the lattgen distribution itself (their faults are errors, their names win)
+        self.builtin: set[str] = set()
+        #: (kind, name) -> plugins that registered it, where no one of them could be chosen
+        self.ambiguous: dict[tuple[str, str], list[str]] = {}
         if entry_points:
-            for name, plugin in _load_entry_points(self.failed):
+            for name, plugin, builtin in _load_entry_points(self.failed):
                 self._add_plugin(name, plugin)
+                if builtin:
+                    self.builtin.add(name)
         for name, plugin in plugins:
             self._add_plugin(name, plugin)
         self._specs: dict[str, dict[str, ComponentSpec]] = {k: {} for k in KINDS}
         for kind, hook in KINDS.items():
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
                 self._call_register_hook(kind, impl)
+        broken = sorted(set(self.failed) & self.builtin)
+        if broken:
+            raise PluginError(
+                f"built-in plugin {broken[0]!r} failed to load ({self.failed[broken[0]]}); the lattgen "
+                "installation is broken: reinstall it (pip install -e .)"
+            )
 
     def _add_plugin(self, name: str, plugin: Any) -> None:
         if self.pm.has_plugin(name):
@@ -139,6 +170,8 @@ class Registry:
             impl.function(register)
         except Exception as exc:
             self.failed[plugin_name] = f"{type(exc).__name__}: {exc}"
+            if plugin_name in self.builtin:
+                return  # an error once every plugin has registered (Registry.__init__)
             warnings.warn(
                 f"lattgen plugin {plugin_name!r} failed while registering {kind}s: {exc}",
                 PluginWarning,
@@ -146,13 +179,34 @@ class Registry:
             )
             return
         for spec in added:
-            other = self._specs[kind].get(spec.name)
-            if other is not None:
-                raise PluginError(
-                    f"{kind} {spec.name!r} is registered twice: by plugin {other.plugin!r} "
-                    f"and by plugin {spec.plugin!r}; uninstall or rename one of them"
-                )
-            self._specs[kind][spec.name] = spec
+            self._add_spec(spec)
+
+    def _add_spec(self, spec: ComponentSpec) -> None:
+        """Add a registration; a name taken already keeps its built-in owner or becomes ambiguous."""
+        kind, name = spec.kind, spec.name
+        if (kind, name) in self.ambiguous:
+            self.ambiguous[kind, name].append(spec.plugin)
+            return
+        other = self._specs[kind].get(name)
+        if other is None:
+            self._specs[kind][name] = spec
+            return
+        builtin = [p for p in (other.plugin, spec.plugin) if p in self.builtin]
+        if len(builtin) == 2:  # two built-ins: lattgen itself is inconsistent
+            raise PluginError(f"{kind} {name!r} is registered twice: by built-in plugin {other.plugin!r} "
+                              f"and by built-in plugin {spec.plugin!r}; rename one of them")
+        if len(builtin) == 1:  # a third-party plugin registers a name a built-in owns
+            keep, drop = (other, spec) if other.plugin in builtin else (spec, other)
+            self._specs[kind][name] = keep
+            warnings.warn(f"plugin {drop.plugin!r} registers {kind} {name!r}, which built-in plugin "
+                          f"{keep.plugin!r} provides; the built-in is kept (rename it in {drop.plugin!r})",
+                          PluginWarning, stacklevel=4)
+            return
+        del self._specs[kind][name]  # two of a kind: no one to prefer, refused where it is asked for
+        self.ambiguous[kind, name] = [other.plugin, spec.plugin]
+        warnings.warn(f"{kind} {name!r} is registered by plugin {other.plugin!r} and by plugin "
+                      f"{spec.plugin!r}; it cannot be used until one is uninstalled or renames it",
+                      PluginWarning, stacklevel=4)
 
     # -- queries --------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
@@ -162,6 +216,10 @@ class Registry:
         return [self._specs[kind][n] for n in self.names(kind)]
 
     def get(self, kind: str, name: str) -> ComponentSpec:
+        if (kind, name) in self.ambiguous:
+            raise PluginError(f"{kind} {name!r} is registered twice: by plugin "
+                              + " and by plugin ".join(repr(p) for p in self.ambiguous[kind, name])
+                              + "; uninstall or rename one of them")
         try:
             return self._specs[kind][name]
         except KeyError:
@@ -206,15 +264,29 @@ class Registry:
                 )
 
 
-def _load_entry_points(failed: dict[str, str]) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+def _is_builtin(ep: importlib.metadata.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and (dist.metadata["Name"] or "").lower() == BUILTIN_DISTRIBUTION
+
+
+def _load_entry_points(failed: dict[str, str]) -> list[tuple[str, Any, bool]]:
+    """(name, plugin module, built-in?) of every entry point that imports; failures go to ``failed``."""
+    out: list[tuple[str, Any, bool]] = []
     seen: set[str] = set()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in seen:
             continue
         seen.add(ep.name)
+        if _is_builtin(ep):
+            try:
+                out.append((ep.name, ep.load(), True))
+            except Exception as exc:  # noqa: BLE001 - an import may raise anything
+                raise PluginError(f"built-in plugin {ep.name!r} ({ep.value}) failed to import "
+                                  f"({type(exc).__name__}: {exc}); the lattgen installation is broken: "
+                                  "reinstall it (pip install -e .)") from None
+            continue
         try:
-            out.append((ep.name, ep.load()))
+            out.append((ep.name, ep.load(), False))
         except Exception as exc:
             failed[ep.name] = f"{type(exc).__name__}: {exc}"
             warnings.warn(

@@ -133,3 +133,20 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
         verdict = e.get("consistency", {}).get("verdict", "yes")
         obs.add_row(e["label"], *cells, VERDICT_STYLE.get(verdict, verdict).format(verdict))
     return [perf, obs]
+
+
+def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per verdict other than `yes` under the compare tables: which entries could not
+    be judged (too short) and which are inconsistent with the exact samplers (NO)."""
+    by: dict[str, list[str]] = {}
+    for e in summary["entries"]:
+        by.setdefault(e.get("consistency", {}).get("verdict", "yes"), []).append(e["label"])
+    lines = []
+    if by.get("NO"):
+        lines.append(f"NOT consistent with the exact samplers: {', '.join(by['NO'])} (a pull beyond "
+                     f"{summary['compare']['sigma']:g} sigma with a reliable error)")
+    if by.get("too short"):
+        lines.append(f"too short to judge: {', '.join(by['too short'])} (their chains are too short for "
+                     "their tau_int, so their errors are underestimates); raise compare.n_samples or "
+                     "train longer")
+    return lines

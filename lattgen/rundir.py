@@ -44,6 +44,8 @@ from .errors import ConfigError, LattgenError, RunDirError
 from .model import GenerativeModel
 from .registry import Registry, get_registry
 from .field import DTYPES
+from .checkpoints import safe_load
+from .outdir import recover
 from .train import CHECKPOINT, METRICS, MODEL, Progress, TrainResult, load_checkpoint, train
 
 CONFIG = "config.toml"
@@ -89,7 +91,7 @@ def _check_resumable(out: Path, config: Mapping[str, Any]) -> None:
     if diffs:
         raise RunDirError(
             f"{out} holds training of a different action/model ({'; '.join(diffs)}); "
-            "choose a new --out directory, or delete this one to start over"
+            "choose a new --out directory, or add --force to start over in this one"
         )
 
 
@@ -165,11 +167,16 @@ def _train_single(
     resuming = resume and (out / CHECKPOINT).is_file()
     if init_from is not None and not resuming:
         initialise_from(model, init_from, reg)
-    if distributed.is_main():  # torchrun: rank 0 alone writes the run directory
+    # torchrun: rank 0 alone writes the run directory. A fresh run records its config first (a
+    # resume checks against it); a resumed one keeps the recorded config until it succeeds
+    if distributed.is_main() and not resuming:
         write_toml(config, out / CONFIG)
     generator = make_generator(run["seed"], run["device"])
-    return train(model, action, budget or config["train"], out_dir=out, generator=generator,
-                 device=run["device"], progress=progress, resume=resume)
+    result = train(model, action, budget or config["train"], out_dir=out, generator=generator,
+                   device=run["device"], progress=progress, resume=resume)
+    if distributed.is_main() and resuming:
+        write_toml(config, out / CONFIG)
+    return result
 
 
 def train_curriculum(
@@ -238,6 +245,7 @@ def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple
     if not run_dir.is_dir():
         raise RunDirError(f"{str(run_dir)!r} is not a run directory; create one with "
                           f"`lattgen train CONFIG.toml --out {run_dir}`")
+    recover(run_dir)  # a commit a killed process left half done
     cfg_path = run_dir / CONFIG
     if not cfg_path.is_file():
         raise RunDirError(f"{run_dir} has no {CONFIG}: not a lattgen training run directory")
@@ -258,10 +266,10 @@ def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple
     action = build_action(config["action"], reg)
     model = seeded_model(config["model"], action, config["run"]["seed"], reg)
     model.to(dtype=DTYPES[config["train"]["dtype"]])
+    state = safe_load(weights, advice="retrain into a new directory")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - unpickling / state_dict errors of many types
+    except Exception as exc:  # noqa: BLE001 - state_dict errors of many types
         raise RunDirError(f"{weights} does not fit the model of {cfg_path} "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0]}); retrain into a new "
                           "directory") from None

@@ -14,8 +14,8 @@ clipping, budget by ``max_steps`` and/or ``max_time_s``. Per step it does what a
 hand-written loop does plus a few device-side scalar ops (a finiteness flag and a running loss
 sum): no host sync except the clock read the time budget needs. Every ``log_every`` steps it
 checks finiteness (one sync), evaluates the model on a fresh batch (``evaluate``) and appends a
-record to ``metrics.jsonl``; every ``checkpoint_every`` steps and at the end it writes
-``checkpoint.pt`` atomically. See docs/training.md.
+record to ``metrics.jsonl``; every ``checkpoint_every`` steps or ``checkpoint_every_s`` training
+seconds, whichever comes first, and at the end it writes ``checkpoint.pt`` atomically. See docs/training.md.
 
 Run directory files (``lattgen.checkpoints``; ``lattgen.rundir`` adds config.toml):
 ``checkpoint.pt``, ``model.pt``, ``metrics.jsonl``. Objectives: ``lattgen.objectives``;
@@ -25,8 +25,9 @@ Resume: rerunning with the same ``out_dir`` continues from the checkpoint: the s
 elapsed time (so the remaining time budget), the optimizer moments and both random streams, so
 an interrupted run with a step budget ends with the same parameters as an uninterrupted one.
 Ctrl-C is deferred to the next step boundary, where a checkpoint is written before
-KeyboardInterrupt is re-raised. A NaN/inf loss or gradient stops training with a
-``TrainingError`` naming the step; the last good checkpoint is kept, never overwritten.
+KeyboardInterrupt is re-raised. A NaN/inf loss, gradient or parameter, or an exception from the
+model's forward pass (a spline's bin search on diverged parameters), stops training with a
+``TrainingError`` naming the step and the last good checkpoint, which is kept, never overwritten.
 
 Data-parallel (every rank of a torch.distributed group calls ``train``, e.g. under torchrun;
 docs/cluster.md): see ``lattgen.data_parallel``; in one process its context is a no-op.
@@ -56,15 +57,19 @@ from .checkpoints import (  # noqa: F401  (CHECKPOINT, read_metrics: re-exported
     atomic_save,
     load_checkpoint,
     read_metrics,
+    remove_stale_temporaries,
     truncate_metrics,
 )
 from .config import resolve_train
 from .data_parallel import SingleProcess, replicas
-from .errors import ConfigError, RunDirError, TrainingError
+from .errors import ConfigError, LattgenError, ResourceError, RunDirError, TrainingError
 from .evaluation import evaluate, evaluation_log_weights, summarise_log_weights
 from .field import DTYPES
+from .memory import is_out_of_memory
 from .model import GenerativeModel
 from .objectives import check_model_fits_loss, forward_kl_objective, load_training_data, reverse_kl_objective
+#: what to try after a NaN/inf or a diverged model
+REMEDY = 'Lower train.lr, tighten train.grad_clip, or use train.dtype = "float64"'
 #: seconds between progress callbacks that carry no new metrics
 PROGRESS_INTERVAL_S = 0.25
 
@@ -227,6 +232,7 @@ class _Run:
         self.elapsed_base = 0.0
         self.t_start = time.perf_counter()
         self.last_checkpoint_step: int | None = None
+        self.last_checkpoint_time = 0.0  # training seconds at the last checkpoint (or the start)
         self.metrics: dict[str, Any] = {}
         # device-side accumulators: first non-finite step (-1: none) and the loss sum of the window
         self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)
@@ -256,18 +262,22 @@ class _Run:
         Data-parallel: rank 0 reads the checkpoint and every rank loads what it read.
         """
         ckpt_path = self.out_dir / CHECKPOINT if self.out_dir is not None else None
+        if self.path(CHECKPOINT) is not None:
+            remove_stale_temporaries(self.out_dir)  # half-written files of a killed run
         ckpt = self.replicas.on_main(self._read_checkpoint, resume)
         if ckpt is not None:
             try:
                 self.model.load_state_dict(ckpt["model"])
                 self.optimizer.load_state_dict(ckpt["optimizer"])
             except (RuntimeError, ValueError, KeyError) as exc:
-                raise RunDirError(f"{ckpt_path} does not fit this model ({exc}); train into a new "
-                                  "directory or delete the checkpoint") from None
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise RunDirError(f"{ckpt_path} does not fit this model ({type(exc).__name__}: {first}); "
+                                  "train into a new directory, or add --force to start over") from None
             self.replicas.restore_rng(ckpt["rng"], self.generator, self.eval_generator, self.device)
             self.step = int(ckpt["step"])
             self.elapsed_base = float(ckpt["elapsed_s"])
             self.last_checkpoint_step = self.step
+            self.last_checkpoint_time = self.elapsed_base
             self.metrics = dict(ckpt.get("metrics", {}))
         else:
             if not resume and self.path(CHECKPOINT) is not None:  # starting over: no stale files
@@ -288,16 +298,41 @@ class _Run:
         """The first step whose loss or gradient norm was NaN/inf (-1: none); over all ranks."""
         return self.replicas.first_bad_step(self.bad_step)
 
+    def kept(self) -> str:
+        """What a failed run leaves: the last good checkpoint, named."""
+        if self.last_checkpoint_step is None:
+            return "no checkpoint had been written yet"
+        where = f" {self.out_dir / CHECKPOINT}" if self.out_dir is not None else ""
+        return f"the last good checkpoint (step {self.last_checkpoint_step}){where} was kept"
+
     def check_finite(self) -> None:
-        """Raise TrainingError if a loss or gradient was NaN/inf since the last check (one sync)."""
+        """Raise TrainingError if a loss or gradient was NaN/inf since the last check, or a
+        parameter is (two syncs: read before every evaluation and checkpoint)."""
         bad = self.first_bad_step()
-        if bad < 0:
+        if bad >= 0:
+            what = f"the loss or its gradient became NaN/inf at step {bad + 1}"
+        elif not bool(torch.stack([torch.isfinite(p).all() for p in self.params]).all()):
+            what = f"a model parameter became NaN/inf by step {self.step}"
+        else:
             return
-        kept = (f"the last good checkpoint (step {self.last_checkpoint_step}) in {self.out_dir} was kept"
-                if self.last_checkpoint_step is not None else "no checkpoint had been written yet")
-        raise TrainingError(
-            f"the loss or its gradient became NaN/inf at step {bad + 1}; training stopped and "
-            f"{kept}. Lower train.lr, tighten train.grad_clip, or use train.dtype = \"float64\""
+        raise TrainingError(f"{what}; training stopped and {self.kept()}. {REMEDY}")
+
+    def failed(self, exc: Exception, during: str, step: int) -> LattgenError:
+        """The error for an exception the model raised at ``step`` (``during`` sampling or
+        evaluation): a NaN/inf found earlier is the cause if there is one; out of memory is a
+        ResourceError; anything else (a spline's bin search on diverged parameters, ...) a
+        TrainingError naming the step and the checkpoint kept."""
+        if isinstance(exc, LattgenError):
+            return exc
+        self.check_finite()
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        if is_out_of_memory(exc):
+            return ResourceError(f"training ran out of memory at step {step} ({first}); "
+                                 f"{self.kept()}. Lower train.batch_size or train.eval_batch")
+        return TrainingError(
+            f"training failed at step {step}: the model raised {type(exc).__name__} during "
+            f"{during} ({first}): its parameters have probably diverged; training stopped and "
+            f"{self.kept()}. {REMEDY}"
         )
 
     def save_checkpoint(self) -> None:
@@ -321,18 +356,30 @@ class _Run:
                 "metrics": {k: v for k, v in self.metrics.items() if isinstance(v, (int, float))},
             }, path)
         self.last_checkpoint_step = self.step
+        self.last_checkpoint_time = self.elapsed()
+
+    def checkpoint_due(self, elapsed: float) -> bool:
+        """Every checkpoint_every steps, and every checkpoint_every_s training seconds (0: off);
+        ``elapsed`` is the step's clock, the same on every rank."""
+        every_s = self.cfg["checkpoint_every_s"]
+        return self.step % self.cfg["checkpoint_every"] == 0 or \
+            (every_s > 0 and elapsed - self.last_checkpoint_time >= every_s)
 
     def evaluate(self) -> dict[str, float]:
         """The metrics of ``evaluate`` on eval_batch fresh samples (data-parallel: each rank draws
         its share from its own stream, the same numbers on every rank)."""
         n, batch = self.cfg["eval_batch"], max(self.cfg["batch_size"], 256)
-        if not self.replicas.active:
-            return evaluate(self.model, self.action, n, self.eval_generator, batch_size=batch)
+        try:
+            if not self.replicas.active:
+                return evaluate(self.model, self.action, n, self.eval_generator, batch_size=batch)
 
-        def draw(count: int, size: int) -> torch.Tensor:
-            return evaluation_log_weights(self.model, self.action, count, self.eval_generator, batch_size=size)
+            def draw(count: int, size: int) -> torch.Tensor:
+                return evaluation_log_weights(self.model, self.action, count, self.eval_generator,
+                                              batch_size=size)
 
-        return summarise_log_weights(self.replicas.evaluation_log_weights(draw, n, batch))
+            return summarise_log_weights(self.replicas.evaluation_log_weights(draw, n, batch))
+        except Exception as exc:  # noqa: BLE001 - the model's code may raise anything
+            raise self.failed(exc, "evaluation", self.step) from None
 
     def log(self) -> None:
         """Check finiteness, evaluate, append a metrics record (one host sync)."""
@@ -364,9 +411,12 @@ class _Run:
         lr = self.schedule.lr(self.step, elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss = objective()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            loss = objective()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as exc:  # noqa: BLE001 - the model's code may raise anything
+            raise self.failed(exc, "sampling", self.step + 1) from None
         norm = _grad_norm(self.params, self.cfg["grad_clip"])
         finite = torch.isfinite(loss.detach() + norm)
         self.bad_step = torch.where((self.bad_step < 0) & ~finite, self.step, self.bad_step)
@@ -435,7 +485,7 @@ def train(
                            device)
     start_step = run.step
     run.t_start = time.perf_counter()
-    log_every, ckpt_every = cfg["log_every"], cfg["checkpoint_every"]
+    log_every = cfg["log_every"]
     at_boundary = True
     agreed_stop = False  # data-parallel: every rank stops at this boundary for a Ctrl-C
     try:
@@ -456,7 +506,7 @@ def train(
                     run.report(force=True)
                 else:
                     run.report()
-                if run.step % ckpt_every == 0:
+                if run.checkpoint_due(elapsed):
                     run.save_checkpoint()
     except KeyboardInterrupt:
         # data-parallel, only a stop every rank agreed on may run collectives (a second Ctrl-C

@@ -86,6 +86,7 @@ def test_sample_is_reproducible(tmp_path):
     ("action.lam=-1", "action.lam"),
     ("action.betta=0.3", "action.betta"),
     ("action.beta=abc", "action.beta"),
+    ("action.beta=inf", "finite number"),
     ("sampler.name=gibbs", "sampler.name"),
     ("run.n_samples=1", "run.n_samples"),
     ("run.device=tpu", "run.device"),

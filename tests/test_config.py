@@ -75,6 +75,9 @@ BAD = [
     (lambda c: c["action"].update(m3=1.0), ["action.m3", "valid keys", "m2"]),
     (lambda c: c["action"].update(m2="big"), ["action.m2", "number"]),
     (lambda c: c["action"].update(m2=-1.0), ["action.m2", "> 0"]),
+    (lambda c: c["action"].update(m2=float("inf")), ["action.m2", "inf", "finite"]),
+    (lambda c: c["action"].update(m2=float("nan")), ["action.m2", "NaN"]),
+    (lambda c: c.update(train={"max_steps": 5, "lr": float("inf")}), ["train.lr", "finite"]),
     (lambda c: c["action"].update(name="phi9"), ["action.name", "gauss"]),
     (lambda c: c["action"].pop("name"), ["action.name", "gauss"]),
     (lambda c: c["action"].pop("lattice"), ["action.lattice"]),
@@ -122,3 +125,39 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("[action\nname = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_toml(bad)
+
+
+def test_non_finite_numbers_only_where_a_parameter_allows_them():
+    """`--set action.beta=inf` used to run and write "beta": null; NaN is never a value."""
+    from lattgen.params import Param
+
+    strict = Param("x", "list[float]", [], "xs")
+    with pytest.raises(ConfigError, match=r"x\[1\]: -inf is not valid; a finite number is needed"):
+        strict.validate([1.0, float("-inf")], "x")
+    loose = Param("cutoff", "float", 1.0, "may be infinite", allow_inf=True, min=0)
+    assert loose.validate(float("inf"), "cutoff") == float("inf")
+    with pytest.raises(ConfigError, match="NaN"):
+        loose.validate(float("nan"), "cutoff")
+    assert apply_overrides({}, ["action.m2=inf"])["action"]["m2"] == float("inf")  # TOML's inf
+
+
+def test_memory_is_estimated_before_anything_is_built(monkeypatch):
+    """A lattice, chains or a batch that cannot fit is a ResourceError with the figure, from the
+    configuration alone (the estimate is a lower bound: sites x element size x configurations)."""
+    from lattgen import memory
+    from lattgen.errors import ResourceError
+
+    monkeypatch.setattr(memory, "total_memory_bytes", lambda device="cpu": 2**30)  # a 1 GiB machine
+    cfg = base()
+    cfg["action"]["lattice"] = [2**14, 2**14]  # 2^28 sites x 4 bytes: exactly 1 GiB, fits
+    cfg["sampler"]["n_chains"] = 1
+    cfg["run"]["dtype"] = "float32"
+    resolve(cfg)
+    cfg["sampler"]["n_chains"] = 2
+    with pytest.raises(ResourceError, match=r"the sampler's 2 chains needs at least 2 GiB.*1 GiB.*n_chains"):
+        resolve(cfg)
+    cfg["action"]["lattice"] = [2**15, 2**14]
+    with pytest.raises(ResourceError, match=r"action.lattice: .*one configuration needs at least 2 GiB"):
+        resolve(cfg)
+    assert memory.is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert memory.is_out_of_memory(MemoryError()) and not memory.is_out_of_memory(RuntimeError("shape"))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from lattgen.harness import consistency, resolve_compare, run_compare
+from lattgen.report import verdict_lines
 from lattgen.registry import Registry
 
 from wrong_model_plugin import WrongModelPlugin
@@ -55,6 +57,8 @@ def test_wrong_model_is_flagged_and_exact_ones_are_not(reg, tmp_path):
     assert abs(by["exact"]["consistency"]["pulls"]["susceptibility"]) < 3
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert [e["label"] for e in on_disk["entries"]] == ["hmc", "exact", "wrong"]
+    assert on_disk["verdicts"]["wrong"] == "NO" and on_disk["verdicts"]["hmc"] == "yes"
+    assert (tmp_path / "config.toml").is_file()  # written with the results, at the end
     for png in ("tau_int.png", "histograms.png", "correlator.png", "training.png"):
         assert (tmp_path / png).stat().st_size > 1000
 
@@ -98,6 +102,49 @@ def test_a_pull_with_an_unreliable_error_is_too_short_to_judge():
     both[1]["observables"]["y"] = {"value": 1.0, "error": 0.1}
     judged = consistency(both, sigma=3)
     assert not judged["c"]["consistent"] and judged["c"]["verdict"] == "NO"
+
+
+def test_an_entry_whose_every_error_is_unreliable_is_too_short():
+    """Small pulls prove nothing when every error is an underestimate (a wrong model trained 5 s
+    used to pass as `yes`); a pull beyond sigma even against the between-chain spread is NO."""
+    def entry(label, v, model=None, reliable=True, replica=None):
+        obs = {n: {"value": v, "error": 0.1, "reliable": reliable} for n in ("x", "y")}
+        for o in obs.values():
+            if replica is not None:
+                o["replica_error"] = replica
+        return {"label": label, "model": model, "observables": obs}
+
+    ref = [entry("a", 1.0), entry("b", 1.0)]
+    out = consistency([*ref, entry("short", 1.1, {"name": "m"}, reliable=False)], sigma=3)
+    assert out["short"]["verdict"] == "too short" and out["short"]["too_short"] == []
+    assert out["short"]["unreliable"] == ["x", "y"] and out["a"]["verdict"] == "yes"
+    within = consistency([*ref, entry("c", 1.5, {"name": "m"}, reliable=False, replica=0.3)], sigma=3)
+    assert within["c"]["verdict"] == "too short" and within["c"]["too_short"] == ["x", "y"]
+    beyond = consistency([*ref, entry("d", 3.0, {"name": "m"}, reliable=False, replica=0.3)], sigma=3)
+    assert beyond["d"]["verdict"] == "NO" and not beyond["d"]["consistent"]
+    summary = {"compare": {"sigma": 3.0}, "entries": [
+        {"label": k, "consistency": v} for k, v in {**out, "d": beyond["d"]}.items()]}
+    lines = verdict_lines(summary)
+    assert any(line.startswith("NOT consistent") and "d" in line for line in lines)
+    assert any(line.startswith("too short to judge: short") for line in lines)
+
+
+def test_replica_error_is_the_spread_of_independent_chains():
+    """For independent chains the jackknife over chains estimates the error of the mean whatever
+    the autocorrelation within a chain: on AR(1) chains with tau_int = 20 it matches the exact
+    error sigma sqrt(2 tau_int / N) within its own statistical error (about 1/sqrt(2 n_chains))."""
+    from lattgen.analysis import MIN_REPLICAS, replica_error
+
+    rng = np.random.default_rng(5)
+    n_steps, n_chains, rho = 400, 64, 39 / 41  # tau_int = (1 + rho) / (2 (1 - rho)) = 20
+    x = np.empty((n_steps, n_chains))
+    x[0] = rng.normal(size=n_chains)
+    for t in range(1, n_steps):
+        x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=n_chains)
+    exact = np.sqrt(2 * 20 / (n_steps * n_chains))
+    err = replica_error(x[..., None], lambda m: m[0])
+    assert abs(err / exact - 1) < 4 / np.sqrt(2 * n_chains)
+    assert replica_error(x[:, : MIN_REPLICAS - 1, None], lambda m: m[0]) is None
 
 
 def test_default_entries_cover_models_and_classical(registry):

@@ -17,7 +17,7 @@ import torch
 from lattgen_imh.imh import IMH
 from lattgen_phi4 import Phi4Action, power_spectrum_at
 
-from lattgen import ConfigError, Lattice
+from lattgen import ConfigError, Lattice, SamplingError
 from lattgen.analysis import gamma_method
 from lattgen.build import build_sampler, make_generator
 from lattgen.fourier import apply_circulant
@@ -371,3 +371,62 @@ def test_reweighting_exact_model_and_numerics():
             reweight(torch.tensor(bad), torch.zeros(2))
     with pytest.raises(ReweightError, match="shape"):
         reweight(torch.zeros(3), torch.zeros(4))
+
+
+# -- non-finite proposals (issue 14) ----------------------------------------------------------------
+class Overflowing(GenerativeModel):
+    """The exact Gaussian model with log q = -inf (so log w = +inf) or NaN on the proposals whose
+    phi at the origin exceeds ``t``: a model that overflows on a tail of its own samples."""
+
+    def __init__(self, base: FlowModel, t: float, value: float):
+        super().__init__(base.lattice)
+        self.base, self.t, self.value = base, t, value
+
+    def sample(self, n, generator=None):
+        phi, log_q = self.base.sample(n, generator)
+        return phi, torch.where(phi[:, 0, 0] > self.t, self.value, log_q)
+
+    def log_prob(self, phi, generator=None):
+        return self.base.log_prob(phi)
+
+
+def site_sigma(action) -> float:
+    return float(action.exact()["propagator"].mean()) ** 0.5
+
+
+@pytest.mark.parametrize("value", [-math.inf, math.nan])
+def test_non_finite_proposals_are_rejected_and_counted(value):
+    """A +inf log-weight used to be accepted and freeze the chain (inf - inf = NaN ever after):
+    now no flagged proposal is ever the state, the chain keeps accepting, and the count is in info."""
+    act = free_action()
+    t = 2.3 * site_sigma(act)  # ~1% of the proposals
+    sampler = IMH(act, model=Overflowing(gaussian_model(act), t, value), n_chains=8, batch_size=16,
+                  max_non_finite=0.05, generator=make_generator(3))
+    chain = spectrum_chain(sampler, 8 * 400, n_therm=20, extra=lambda phi: {"origin": phi[:, 0, 0, None]})
+    assert chain.primaries["origin"].max() <= t
+    assert chain.accepted[-100:].mean() > 0.9  # the exact model accepts (almost) all finite ones
+    info = chain.info
+    drawn = info["proposals_drawn"]
+    assert drawn >= 8 * 420 and 0 < info["non_finite_proposals"] < 0.05 * drawn
+    assert info["nan_proposals"] == (info["non_finite_proposals"] if math.isnan(value) else 0)
+
+
+def test_too_many_non_finite_proposals_stop_with_a_clear_error():
+    act = free_action()
+    model = Overflowing(gaussian_model(act), 0.5 * site_sigma(act), -math.inf)  # ~30% of them
+    with pytest.raises(SamplingError, match=r"non-finite log-weight.*sampler.max_non_finite = 0.01"):
+        IMH(act, model=model, n_chains=8, batch_size=16, generator=make_generator(3))
+
+
+def test_non_finite_count_reaches_results_json(registry):
+    from lattgen.sample import run_sampling
+
+    act = free_action()
+    config = {"action": {"name": "phi4", "lattice": SHAPE, "beta": BETA, "lam": 0.0},
+              "sampler": {"name": "imh", "n_chains": 4, "batch_size": 8, "max_non_finite": 0.1},
+              "run": {"n_samples": 200, "n_therm": 10, "measure_every": 1, "seed": 2, "device": "cpu",
+                      "dtype": "float64", "observables": ["susceptibility"]}}
+    model = Overflowing(gaussian_model(act), 2.0 * site_sigma(act), -math.inf)
+    results, _ = run_sampling(config, model=model, registry=registry)
+    assert results["sampler_info"]["non_finite_proposals"] > 0
+    assert results["sampler_info"]["max_non_finite"] == 0.1

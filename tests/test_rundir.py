@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lattgen import ConfigError, RunDirError
+from lattgen import ConfigError, RunDirError, TrainingError
 from lattgen.build import build_sampler, make_generator
 from lattgen.config import resolve_config
 from lattgen.rundir import initialise_from, load_trained, seeded_model, train_run
@@ -147,3 +147,18 @@ def test_models_that_need_data_say_so(tmp_path, registry):
         pytest.skip("the vae model is not registered")
     with pytest.raises(ConfigError, match="forward_kl"):
         train_run(config(registry, model={"name": "vae"}), tmp_path / "vae", registry=registry)
+
+
+def test_a_failed_resume_keeps_the_recorded_config(tmp_path, registry):
+    """A resume with changed [train] settings writes config.toml only once it succeeded: one that
+    fails (here: diverges at once) leaves the config that matches the checkpoint."""
+    out = tmp_path / "run"
+    train_run(config(registry), out, registry=registry)
+    recorded = (out / "config.toml").read_text()
+    with pytest.raises(TrainingError):
+        train_run(config(registry, max_steps=12, lr=1e30, grad_clip=0.0, schedule="constant"), out,
+                  registry=registry)
+    assert (out / "config.toml").read_text() == recorded
+    assert load_trained(out, registry)[0]["train"]["max_steps"] == 6
+    res = train_run(config(registry, max_steps=9), out, registry=registry)
+    assert res.step == 9 and load_trained(out, registry)[0]["train"]["max_steps"] == 9

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -405,3 +406,115 @@ def test_time_budget_counts_earlier_sessions(tmp_path):
     assert 1.0 <= res.elapsed_s < 1.0 + 10 * per_step + 0.5
     times = [r["time"] for r in read_metrics(tmp_path / METRICS)]
     assert times == sorted(times) and times[-1] <= res.elapsed_s
+
+
+# -- faults (issue 14) ------------------------------------------------------------------------------
+class RaiseAfter(NaNAfter):
+    """Identity that raises IndexError from its ``at``-th training call on, as normflows' spline
+    bin search does on diverged parameters."""
+
+    def forward_and_log_det(self, z):
+        if self.training:
+            self.calls += 1
+            if self.calls >= self.at:
+                raise IndexError("index -1 is out of bounds for dimension 3 with size 9")
+        return z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+
+
+def test_a_failure_in_the_forward_pass_is_a_training_error_naming_the_checkpoint(tmp_path):
+    act = free_action()
+    lattice = Lattice(SHAPE)
+    model = FlowModel(lattice, Composition([KineticSpectrum(lattice), RaiseAfter(14)]))
+    c = cfg(max_steps=40, log_every=5, checkpoint_every=10)
+    with pytest.raises(TrainingError) as exc:
+        train(model, act, c, out_dir=tmp_path, generator=make_generator(4))
+    message = str(exc.value)
+    assert "step 14" in message and "IndexError" in message and "during sampling" in message
+    assert f"checkpoint (step 10) {tmp_path / CHECKPOINT} was kept" in message and "train.lr" in message
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 10 and not (tmp_path / MODEL).exists()
+
+
+def test_a_parameter_gone_non_finite_is_never_checkpointed(tmp_path):
+    """A parameter that became inf after a step whose loss and gradient were finite (an update
+    that overflowed) is caught before the checkpoint is written: the last good one stays."""
+    act = free_action()
+    model = spectrum_model()
+
+    def poison(step, total, metrics):  # called at the metrics record, just before the checkpoint
+        if step == 10:
+            with torch.no_grad():
+                model.flow.layers[0].log_a.fill_(math.inf)
+
+    with pytest.raises(TrainingError, match=r"parameter became NaN/inf by step 10.*checkpoint \(step 5\)"):
+        train(model, act, cfg(log_every=5, checkpoint_every=5), out_dir=tmp_path,
+              generator=make_generator(4), progress=poison)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ckpt["step"] == 5 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_time_based_checkpoints_beside_the_step_interval(tmp_path):
+    """checkpoint_every_s writes checkpoints that checkpoint_every alone would not (a time-budget
+    run killed early keeps its work); 0 switches it off."""
+    act = free_action()
+    seen = {}
+
+    def watch(out):
+        def progress(step, total, metrics):
+            if step < 30 and (out / CHECKPOINT).is_file():
+                seen.setdefault(out.name, load_checkpoint(out / CHECKPOINT)["step"])
+        return progress
+
+    for name, every_s in (("timed", 1e-9), ("off", 0.0)):
+        out = tmp_path / name
+        train(spectrum_model(), act, cfg(max_steps=30, checkpoint_every=10**6, checkpoint_every_s=every_s),
+              out_dir=out, generator=make_generator(5), progress=watch(out))
+    assert 1 <= seen["timed"] < 30 and "off" not in seen
+    with pytest.raises(ConfigError, match="checkpoint_every_s"):
+        train(spectrum_model(), act, cfg(checkpoint_every_s=-1.0))
+
+
+def test_a_torn_metrics_line_is_dropped_and_stale_temporaries_cleaned(tmp_path):
+    """kill -9 during an append leaves half a line: the resume drops it with a warning instead of
+    dying on JSONDecodeError; a killed process's .tmp-PID file is deleted, a live one's kept."""
+    from lattgen.errors import LattgenWarning
+
+    act = free_action()
+    c = cfg(max_steps=20, log_every=5, checkpoint_every=10)
+    ref = spectrum_model()
+    train(ref, act, c, out_dir=tmp_path / "ref", generator=make_generator(6))
+    out = tmp_path / "run"
+
+    def die(step, total, metrics):
+        if step >= 15:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        train(spectrum_model(), act, c, out_dir=out, generator=make_generator(6), progress=die)
+    with open(out / METRICS, "a") as fh:
+        fh.write('{"step": 16, "time": 0.1, "lo')
+    other = subprocess.Popen(["sleep", "60"])  # a live process that is not this one
+    stale, live = out / f".checkpoint.pt.tmp-{_dead_pid()}", out / f".checkpoint.pt.tmp-{other.pid}"
+    stale.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
+    with pytest.warns(LattgenWarning, match="incomplete"):
+        assert len(read_metrics(out / METRICS)) == 3
+    model = spectrum_model()
+    try:
+        with pytest.warns(LattgenWarning, match="incomplete"):
+            train(model, act, c, out_dir=out, generator=make_generator(6))
+        assert not stale.exists() and live.exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert_same_params(params_of(ref), params_of(model))
+    assert [r["step"] for r in read_metrics(out / METRICS)] == [5, 10, 15, 20]
+    (out / METRICS).write_text('{"step": 5}\nnot json\n{"step": 10}\n')  # damage inside: named
+    with pytest.raises(RunDirError, match=r"metrics.jsonl: line 2"):
+        read_metrics(out / METRICS)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

@@ -26,6 +26,14 @@ what a latent-variable model does by keeping the latent that generated phi among
 importance samples (see lattgen_generative.vae). Re-estimating q at the current state every
 step would bias the chain.
 
+Non-finite proposals. A proposal whose log-weight is not finite (log q = -inf or NaN: the model
+overflowed; S = inf or NaN) is rejected: its log-weight becomes -inf, so it never enters the
+chain, and a later finite proposal is always accepted over it. Without this, a +inf log-weight
+would be accepted and freeze the chain (every later comparison inf - inf = NaN). Rejecting
+them samples the target restricted to where the model computes finite numbers, exact as long
+as that region carries the target's mass; they are counted (``non_finite_proposals``), and a
+fraction above ``max_non_finite`` is a SamplingError: the model is broken, not the chain.
+
 Symmetry augmentation (``z2_flip``, ``translate``). The sampler keeps an internal IMH chain X_t
 on the model's untransformed proposals, which is exact IMH as above, and outputs
 Y_t = g_t X_t with g_t a fresh uniformly random element of the symmetry group (a sign flip
@@ -55,6 +63,7 @@ from lattgen import (
     GenerativeModel,
     LatticeError,
     Sampler,
+    SamplingError,
     merge_infos,
     metropolis_accept,
 )
@@ -74,6 +83,7 @@ class IMH(Sampler):
         batch_size: int = 64,
         z2_flip: bool = False,
         translate: bool = False,
+        max_non_finite: float = 0.01,
         device: str | torch.device = "cpu",
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float64,
@@ -106,6 +116,7 @@ class IMH(Sampler):
         self.batch_size = int(batch_size)
         self.z2_flip = bool(z2_flip)
         self.translate = bool(translate)
+        self.max_non_finite = float(max_non_finite)
         self.space = action.field_space
         self._shape = self.space.shape
         self._bcast = (-1,) + (1,) * len(self._shape)
@@ -116,7 +127,9 @@ class IMH(Sampler):
         self._run = torch.zeros(self.n_chains, dtype=torch.int64, device=self.device)
         self._longest_run = torch.zeros((), dtype=torch.int64, device=self.device)
         self._accepted = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._nan = torch.zeros((), dtype=torch.int64, device=self.device)
         self._non_finite = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._drawn = 0
         self._proposal_log_w: list[torch.Tensor] = []
         self._n_measured = 0
         # internal (untransformed) state and its stored log-weight: start from one proposal each
@@ -131,13 +144,28 @@ class IMH(Sampler):
         phi, log_q = self.model.sample(n, self.generator)
         phi = phi.to(device=self.device, dtype=torch.float64)
         log_w = -self.action(phi) - log_q.to(device=self.device, dtype=torch.float64)
-        # a proposal whose weight is NaN (the model overflowed) is never accepted
-        bad = torch.isnan(log_w)
+        # a proposal whose weight is not finite is never accepted (module docstring)
+        bad = ~torch.isfinite(log_w)
+        self._nan += torch.isnan(log_w).sum()
         self._non_finite += bad.sum()
+        self._drawn += n
         log_w = torch.where(bad, -torch.inf, log_w)
+        self._check_non_finite()  # one scalar read per refill, not per step
         self._buffer_phi = phi.to(self.dtype).reshape(self.batch_size, self.n_chains, *self._shape)
         self._buffer_lw = log_w.reshape(self.batch_size, self.n_chains)
         self._pos = 0
+
+    def _check_non_finite(self) -> None:
+        """SamplingError once more than ``max_non_finite`` of the proposals drawn were non-finite."""
+        count = int(self._non_finite)
+        if count > self.max_non_finite * self._drawn:
+            raise SamplingError(
+                f"sampler imh: {count} of the model's {self._drawn} proposals "
+                f"({count / self._drawn:.1%}) had a non-finite log-weight (log q = -inf/NaN or a "
+                f"non-finite action), more than sampler.max_non_finite = {self.max_non_finite:g}: "
+                'the model overflows; retrain it (lower train.lr, train.dtype = "float64") or raise '
+                "sampler.max_non_finite"
+            )
 
     def _next_proposal(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pos >= self.batch_size:
@@ -202,6 +230,7 @@ class IMH(Sampler):
         stats = torch.stack([
             self._accepted / max(self._n_measured * self.n_chains, 1),
             self._longest_run.to(torch.float64),
+            self._nan.to(torch.float64),
             self._non_finite.to(torch.float64),
         ]).cpu().tolist()
         return {
@@ -213,14 +242,18 @@ class IMH(Sampler):
             "acceptance": stats[0] if self._n_measured else None,
             "longest_rejection_run": int(stats[1]),
             "nan_proposals": int(stats[2]),
+            "non_finite_proposals": int(stats[3]),
+            "proposals_drawn": self._drawn,
+            "max_non_finite": self.max_non_finite,
             "measured_steps": self._n_measured,
         }
 
     @staticmethod
     def merge_info(infos, n_chains) -> dict[str, Any]:
-        """Chains spread over ranks: chain and NaN counts add up, the longest rejection run is the
+        """Chains spread over ranks: chain and proposal counts add up, the longest rejection run is the
         longest of any rank, the acceptance is the chain-weighted mean."""
-        return merge_infos(infos, n_chains, sums=("n_chains", "nan_proposals"),
+        return merge_infos(infos, n_chains, sums=("n_chains", "nan_proposals", "non_finite_proposals",
+                                                  "proposals_drawn"),
                            maxima=("longest_rejection_run",))
 
     def extras(self) -> dict[str, np.ndarray]:

@@ -13,6 +13,8 @@ IMH_PARAMS = (
           "action; exact: the internal IMH chain is untouched)"),
     Param("translate", "bool", False, "output each state shifted by a random lattice vector "
           "(exact for translation-invariant actions)"),
+    Param("max_non_finite", "float", 0.01, "largest fraction of proposals with a non-finite "
+          "log-weight (rejected and counted) before sampling stops with an error", min=0, max=1),
 )
 
 
