@@ -55,7 +55,7 @@ class CPNLocal(Sampler):
         make = self.space.random if init == "random" else self.space.cold
         kwargs = {"generator": generator} if init == "random" else {}
         self.state = make(self.n_chains, device=self.device, dtype=dtype, **kwargs)
-        self._masks = [self.lattice.checkerboard(c, device=self.device, dtype=torch.bool)[None] for c in (0, 1)]
+        self._masks = [self.lattice.checkerboard(c, device=self.device, dtype=torch.bool) for c in (0, 1)]
         self.tuned = proposal_width is None
         self.proposal_width = float(proposal_width or DEFAULT_WIDTH)
         self._tuner = (DualAveraging(self.proposal_width, self.target_acceptance, lower=1e-4, upper=1e2)
@@ -72,23 +72,24 @@ class CPNLocal(Sampler):
             self._frozen = True
         return self.proposal_width
 
-    def _metropolis(self, z, a, mask, width):
+    def _metropolis(self, z, a, width):
+        """One proposal at every site of z (batch, sites, N) with local fields a; (z', accepted)."""
         xi = torch.randn(z.shape, generator=self.generator, device=z.device, dtype=z.dtype) * math.sqrt(2.0)
         prop = z + width * xi
         prop = prop / torch.linalg.vector_norm(prop, dim=-1, keepdim=True)
         a64 = a.to(torch.complex128)
         ds = -(quadratic_form(prop.to(torch.complex128), a64) - quadratic_form(z.to(torch.complex128), a64))
-        acc = metropolis_accept(-ds, self.generator) & mask
+        acc = metropolis_accept(-ds, self.generator)
         return torch.where(acc.unsqueeze(-1), prop, z), acc
 
-    def _phases(self, z, a, mask):
+    def _phases(self, z, a):
+        """Uniform phases of the components of z in the eigenbasis of a (per site)."""
         _, vecs = torch.linalg.eigh(a)
         c = (vecs.conj().transpose(-1, -2) @ z.unsqueeze(-1)).squeeze(-1)
         u = torch.rand(c.shape, generator=self.generator, device=z.device, dtype=z.real.dtype)
         c = c * torch.polar(torch.ones_like(u), 2.0 * math.pi * u)
         new = (vecs @ c.unsqueeze(-1)).squeeze(-1)
-        new = new / torch.linalg.vector_norm(new, dim=-1, keepdim=True)
-        return torch.where(mask.unsqueeze(-1), new, z)
+        return new / torch.linalg.vector_norm(new, dim=-1, keepdim=True)
 
     @torch.no_grad()
     def step(self, tune: bool = False) -> torch.Tensor:
@@ -96,14 +97,16 @@ class CPNLocal(Sampler):
         width = self._width(tune)
         z = self.state
         accepted = torch.zeros(self.n_chains, dtype=torch.float64, device=self.device)
-        dims = tuple(range(1, self.lattice.ndim + 1))
         for mask in self._masks:
-            a = self.action.local_field(z)
+            a = self.action.local_field(z)[:, mask]  # (batch, V/2, N, N): this colour's sites only
+            zc = z[:, mask]
             for _ in range(self.n_hits):
-                z, acc = self._metropolis(z, a, mask, width)
-                accepted += acc.sum(dim=dims).to(torch.float64)
+                zc, acc = self._metropolis(zc, a, width)
+                accepted += acc.sum(dim=1).to(torch.float64)
             if self.phase_heatbath:
-                z = self._phases(z, a, mask)
+                zc = self._phases(zc, a)
+            z = z.clone()
+            z[:, mask] = zc
         self.state = z
         rate = accepted / (self.n_hits * self.lattice.volume)
         if tune and self._tuner is not None:
