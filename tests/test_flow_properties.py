@@ -47,10 +47,11 @@ VARIANTS = {
 }
 LAYER_CASES = [
     pytest.param(spec.name, params, id=f"{spec.name}{'-' + str(i) if i else ''}")
-    for spec in REG.specs("layer")
+    for spec in REG.specs("layer") if spec.meta.get("field", "real") == "real"
     for i, params in enumerate([{}] + VARIANTS.get(spec.name, []))
 ]
-MODEL_NAMES = REG.names("model")
+#: models of real fields (models of other manifolds have their own property tests, e.g. test_cpn_flow.py)
+MODEL_NAMES = [s.name for s in REG.specs("model") if s.meta.get("field", "real") == "real"]
 #: shapes offered to models: the layer shapes plus lattices a two-level multigrid model accepts
 MODEL_SHAPES = [*SHAPES, (8,), (4, 8), (4, 4, 4)]
 seeds = st.integers(0, 2**31 - 1)

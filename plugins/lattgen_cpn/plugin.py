@@ -113,3 +113,23 @@ def lattgen_register_samplers(register):
              exact=True)
     register("cpn_local", make_cpn_local, params=CPN_LOCAL_PARAMS, doc=make_cpn_local.__doc__.strip(),
              exact=True)
+
+
+FLOW_PARAMS = (
+    Param("n_layers", "int", 8, "coupling layers (alternating checkerboard colours)", min=1),
+    Param("hidden", "list[int]", [32, 32], "hidden channels of the conditioner networks", min=1),
+    Param("kernel_size", "int", 3, "odd convolution kernel size", min=1),
+    Param("bins", "int", 8, "spline bins K per simplex coordinate", min=2),
+)
+
+
+def make_cpn_flow(action, **params):
+    """U(N)- and gauge-equivariant flow: Haar prior, eigenbasis simplex spline couplings (docs/cpn.md)."""
+    from .flow import CPNFlowModel
+
+    return CPNFlowModel(action.lattice, action.field_space.n, **params)
+
+
+@hookimpl
+def lattgen_register_models(register):
+    register("cpn_flow", make_cpn_flow, params=FLOW_PARAMS, doc=make_cpn_flow.__doc__.strip(), field="sphere")
