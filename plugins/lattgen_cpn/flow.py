@@ -103,40 +103,37 @@ class EigenbasisCoupling(Bijection):
         self.mask = lattice.checkerboard(self.parity, device=self.mask.device, dtype=torch.bool)
 
     def _features_and_basis(self, z: torch.Tensor):
-        """(spline parameters (batch, *lattice, N-1, 3K+1), eigenvectors (batch, *lattice, N, N))."""
+        """(spline parameters (batch, V/2, N-1, 3K+1), eigenvectors (batch, V/2, N, N)) at the updated sites."""
         lat_dims = tuple(range(1, self.ndim + 1))
-        m = neighbour_projector_sum(z, self.ndim)
+        m = neighbour_projector_sum(z, self.ndim)[:, self.mask]  # only the updated colour's sites
         evals, vecs = torch.linalg.eigh(m)
-        active = self.mask.to(evals.dtype)
-        feats = [evals / (2 * self.ndim) * active.unsqueeze(-1)]
-        frozen = 1.0 - active
+        eig_map = torch.zeros((*z.shape[:-1], self.n_comp), dtype=evals.dtype, device=evals.device)
+        eig_map[:, self.mask] = evals / (2 * self.ndim)
+        feats = [eig_map]
+        frozen = (~self.mask).to(evals.dtype)
         for mu in range(self.ndim):
             for nu in range(mu + 1, self.ndim):
                 for sign in (1, -1):
                     other = shift(shift(z, mu), nu, sign)
                     feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1))
-        x = torch.cat(feats, dim=-1)  # (batch, *lattice, C)
-        x = x.permute(0, self.ndim + 1, *lat_dims)
-        raw = self.net(x).permute(0, *[d + 1 for d in lat_dims], 1)
-        raw = raw.reshape(*raw.shape[:-1], self.n_comp - 1, 3 * self.bins + 1)
-        return raw, vecs
+        x = torch.cat(feats, dim=-1).permute(0, self.ndim + 1, *lat_dims)  # (batch, C, *lattice)
+        raw = self.net(x).permute(0, *[d + 1 for d in lat_dims], 1)[:, self.mask]
+        return raw.reshape(*raw.shape[:-1], self.n_comp - 1, 3 * self.bins + 1), vecs
 
     def _transform(self, z: torch.Tensor, inverse: bool):
         raw, vecs = self._features_and_basis(z)
-        c = (vecs.conj().transpose(-1, -2) @ z.unsqueeze(-1)).squeeze(-1)
+        zc = z[:, self.mask]  # (batch, V/2, N)
+        c = (vecs.conj().transpose(-1, -2) @ zc.unsqueeze(-1)).squeeze(-1)
         s = abs2(c)
         s = s / s.sum(-1, keepdim=True)
-        w = simplex_to_cube(s)
-        w_new, log_slope = interval_spline(w, raw, self.bins, inverse)
+        w_new, log_slope = interval_spline(simplex_to_cube(s), raw, self.bins, inverse)
         s_new = cube_to_simplex(w_new)
         modulus = torch.sqrt(s)
         unit = torch.where(modulus > 0, c / modulus.clamp_min(1e-300), torch.ones_like(c))
-        c_new = unit * torch.sqrt(s_new)
-        z_new = (vecs @ c_new.unsqueeze(-1)).squeeze(-1)
-        z_new = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
-        out = torch.where(self.mask.unsqueeze(-1), z_new, z)
-        log_det = (log_slope.sum(-1) * self.mask.to(log_slope.dtype)).sum(dim=tuple(range(1, self.ndim + 1)))
-        return out, log_det
+        z_new = (vecs @ (unit * torch.sqrt(s_new)).unsqueeze(-1)).squeeze(-1)
+        out = z.clone()
+        out[:, self.mask] = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
+        return out, log_slope.sum(dim=(1, 2))
 
     def forward_and_log_det(self, z):
         return self._transform(z, inverse=False)

@@ -131,7 +131,7 @@ def make_correlator(lattice: Lattice) -> Observable:
         corr = torch.fft.ifft((ft.abs() ** 2).sum((-1, -2)), dim=1).real / v
         return corr[:, : length // 2 + 1]
 
-    return Observable("cpn_correlator", primaries, doc=make_correlator.__doc__, index="t",
+    return Observable("cpn_correlator", primaries, derive=lambda m: m, doc=make_correlator.__doc__, index="t",
                       index_values=tuple(range(length // 2 + 1)))
 
 
