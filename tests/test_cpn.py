@@ -152,3 +152,27 @@ def test_loaded_fields_must_be_unit_and_finite():
     bad[0, 1, 1, 0] = complex(math.nan, 0)
     with pytest.raises(LatticeError, match="non-finite"):
         space.check(bad)
+
+
+@pytest.mark.numerical
+def test_link_form_is_the_link_marginal_and_its_force_the_gradient():
+    """exp(-S_link(z)) = prod_links int dlambda/2pi exp(2 K Re(lambda w)) (quadrature), and dS/dz by autograd."""
+    lat = Lattice((4, 4))
+    action = REG.get("action", "cpn").build(lat, params={"N": 3, "beta": 0.7, "form": "link"})
+    z = hot(lat.shape, 3, batch=2, seed=4)
+    from lattgen_cpn.geometry import overlap, shift
+
+    theta = torch.linspace(-math.pi, math.pi, 4097, dtype=torch.float64)[:-1]  # periodic: spectral accuracy
+    k = 0.7 * 3
+    total = torch.zeros(2, dtype=torch.float64)
+    for mu in range(2):
+        w = overlap(z, shift(z, mu)).flatten(1)  # (batch, V)
+        integrand = torch.exp(2 * k * (torch.exp(1j * theta)[None, None] * w[..., None]).real)
+        total += torch.log(integrand.mean(-1)).sum(-1)
+    assert torch.allclose(action.action(z), -total, rtol=1e-12, atol=0)
+    x = torch.view_as_real(z).clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(action.action(torch.view_as_complex(x)).sum(), x)
+    f = torch.view_as_real(action.force(z))
+    assert torch.allclose(f, g, rtol=0, atol=64 * torch.finfo(g.dtype).eps * float(g.abs().max()) * 4)
+    with pytest.raises(ConfigError, match="quartic"):
+        REG.get("sampler", "cpn_local").build(action, params={}, device="cpu", dtype=torch.float64, generator=None)

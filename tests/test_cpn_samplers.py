@@ -82,3 +82,16 @@ def test_samplers_agree_at_moderate_coupling():
     for name in ("cpn_energy", "cpn_chi_m", "cpn_q2"):
         diff = abs(a[name]["value"] - b[name]["value"])
         assert diff < 4 * math.hypot(a[name]["error"], b[name]["error"]), (name, a[name], b[name])
+
+
+def test_link_form_strong_coupling_energy():
+    """The link form at small beta: <t> = 1/N + K^2 k_2 + K^4 (k_3/2 - (m_3 - m_1 m_2)/4) + O(K^6)."""
+    from lattgen_cpn.strong_coupling import link_form_energy_series
+
+    n_comp, beta = 2, 0.2
+    res = measure("sphere_hmc", {"lattice": [4, 4], "N": n_comp, "beta": beta, "form": "link"}, 32 * 250)
+    series, bound = link_form_energy_series(n_comp, beta)
+    e = res["cpn_energy"]
+    assert abs(e["value"] - series) < 4 * e["error"] + bound, (e, series)
+    quartic, _ = link_energy_series(n_comp, beta)
+    assert abs(quartic - series) > 8 * e["error"], "the test tells the two forms apart"

@@ -23,6 +23,8 @@ from .geometry import link_overlaps, neighbour_apply, neighbour_projector_sum, o
 class CPNAction(Action):
     """S = -beta N sum_{x,mu} |z_x^dagger z_{x+mu}|^2 with its analytic force and local terms."""
 
+    form = "quartic"
+
     def __init__(self, lattice: Lattice, N: int, beta: float):
         if int(N) < 2:
             raise ConfigError(f"action.N: CP^(N-1) needs N >= 2 components, got {N}")
@@ -63,7 +65,70 @@ class CPNAction(Action):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"N": self.N, "beta": self.beta}
+        return {"N": self.N, "beta": self.beta, "form": self.form}
 
     def __repr__(self) -> str:
         return f"CPNAction({self.lattice!r}, N={self.N}, beta={self.beta!r})"
+
+
+def log_i0(a: torch.Tensor) -> torch.Tensor:
+    """log I_0(a) for a >= 0, overflow-free (torch.special.i0e(a) = e^{-a} I_0(a))."""
+    return torch.log(torch.special.i0e(a)) + a
+
+
+def i1_over_i0_over_a(a: torch.Tensor) -> torch.Tensor:
+    """I_1(a) / (a I_0(a)), finite at a = 0 (limit 1/2; series 1/2 - a^2/16 below 1e-4)."""
+    small = a < 1e-4
+    safe = torch.where(small, torch.ones_like(a), a)
+    ratio = torch.special.i1e(safe) / (torch.special.i0e(safe) * safe)
+    return torch.where(small, 0.5 - a * a / 16.0, ratio)
+
+
+class CPNLinkAction(CPNAction):
+    """The auxiliary-U(1)-link form with the links integrated out exactly (``form = "link"``).
+
+    S(z, lambda) = -2 beta N sum_{x,mu} Re(lambda_mu(x) z_x^dagger z_{x+mu}) with Haar links: since
+    int dlambda/(2 pi) e^{2 K Re(lambda w)} = I_0(2 K |w|) (K = beta N), the z-marginal is
+
+        S(z) = -sum_{x,mu} log I_0(2 beta N |z_x^dagger z_{x+mu}|),
+
+    sampled here by every sampler and flow of unit vectors; the links given z are von Mises with
+    mean direction arg(w^*) and concentration 2 K |w|. Another discretisation of the same
+    continuum theory (at small beta it is the quartic form at (beta N)^2 in place of beta N, since
+    log I_0(2 K r) = K^2 r^2 - K^4 r^4 / 4 + ...; Campostrini, Rossi, Vicari, Phys. Rev. D 46 (1992) 2647).
+    """
+
+    form = "link"
+
+    def _moduli(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(link_overlaps(z, self.lattice.ndim))  # |z_x^dagger z_{x+mu}|, (batch, d, *lattice)
+
+    def action(self, z: torch.Tensor) -> torch.Tensor:
+        a = 2.0 * self.coupling * self._moduli(z)
+        return -log_i0(a).sum(dim=tuple(range(1, a.dim())))
+
+    def force(self, z: torch.Tensor) -> torch.Tensor:
+        """-2 K^2 sum_{+-mu} [2 I_1(a)/(a I_0(a))] z_y (z_y^dagger z_x), a = 2 K |z_x^dagger z_y| (shape of z)."""
+        from .geometry import shift
+
+        k = self.coupling
+        out = torch.zeros_like(z)
+        for mu in range(self.lattice.ndim):
+            for n in (1, -1):
+                y = shift(z, mu, n)
+                w = overlap(y, z)  # z_y^dagger z_x
+                a = 2.0 * k * torch.sqrt(w.real**2 + w.imag**2)
+                out = out + (y * w.unsqueeze(-1)) * i1_over_i0_over_a(a).unsqueeze(-1)
+        return out.mul_(-4.0 * k * k)
+
+    local_field = None  # not a quadratic form in z_x: cpn_local is for the quartic form
+
+    def local_action(self, z, mask):
+        return None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"N": self.N, "beta": self.beta, "form": self.form}
+
+    def __repr__(self) -> str:
+        return f"CPNLinkAction({self.lattice!r}, N={self.N}, beta={self.beta!r})"

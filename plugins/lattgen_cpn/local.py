@@ -39,7 +39,7 @@ class CPNLocal(Sampler):
                  generator=None, model: Any = None, n_hits: int = 1, phase_heatbath: bool = True,
                  proposal_width: float | None = None, target_acceptance: float = 0.5, init: str = "random"):
         super().__init__(action, n_chains=n_chains, device=device, generator=generator, dtype=dtype)
-        if not isinstance(action.field_space, UnitVectors) or not hasattr(action, "local_field"):
+        if not isinstance(action.field_space, UnitVectors) or getattr(action, "local_field", None) is None:
             raise ConfigError("sampler 'cpn_local' needs the quartic CP^(N-1) action (action cpn, "
                               "form = \"quartic\"); use sphere_hmc for other actions")
         if not self.lattice.bipartite:

@@ -10,6 +10,9 @@ from lattgen import Param, Theory, hookimpl
 CPN_PARAMS = (
     Param("N", "int", 3, "components of z: the target space is CP^(N-1) (N = 2 is O(3))", min=2),
     Param("beta", "float", doc="coupling beta of S = -beta N sum |z_x^dagger z_{x+mu}|^2"),
+    Param("form", "str", "quartic", "quartic: S = -beta N sum |z_x^+ z_{x+mu}|^2; link: the auxiliary "
+          "U(1)-link form with the links integrated out, S = -sum log I_0(2 beta N |z_x^+ z_{x+mu}|)",
+          choices=("quartic", "link")),
 )
 
 INIT = Param("init", "str", "random", "initial fields: random (Haar on every sphere) or cold (z = e_1)",
@@ -33,10 +36,11 @@ def cpn_theory():
 
 
 def make_cpn(lattice, **params):
-    """CP^(N-1) sigma model S = -beta N sum_{x,mu} |z_x^dagger z_{x+mu}|^2 (quartic form)."""
-    from .action import CPNAction
+    """CP^(N-1) sigma model S = -beta N sum_{x,mu} |z_x^dagger z_{x+mu}|^2 (form quartic) or its auxiliary-link form."""
+    from .action import CPNAction, CPNLinkAction
 
-    return CPNAction(lattice, **params)
+    form = params.pop("form", "quartic")
+    return (CPNLinkAction if form == "link" else CPNAction)(lattice, **params)
 
 
 @hookimpl

@@ -44,3 +44,17 @@ def link_energy_series(n_comp: int, beta: float, ndim: int = 2) -> tuple[float, 
     c = series_coefficients(n_comp, ndim)
     coupling = beta * n_comp
     return sum(cn * coupling**n for n, cn in enumerate(c)), coupling**4 * 4 * abs(c[3])
+
+
+def link_form_energy_series(n_comp: int, beta: float) -> tuple[float, float]:
+    """(<|z_x^dagger z_{x+mu}|^2> of the link form to O(K^4), K = beta N, an estimate of the remainder).
+
+    S = -sum log I_0(2 K sqrt(t)) = -sum (K^2 t - K^4 t^2 / 4 + O(K^6)): the quartic series at
+    coupling K^2, plus the t^2 term's first-order shift -(K^4 / 4) Cov(t, t^2) = -(K^4/4)(m_3 - m_1 m_2).
+    Loops (plaquettes) enter at (K^2)^3. Remainder estimate: K^6 (4 |c_3| + m_4), the same rule.
+    """
+    m1, m2, m3, m4 = beta_moments(n_comp)
+    c = series_coefficients(n_comp, 2)
+    k = beta * n_comp
+    series = m1 + k**2 * c[1] + k**4 * (c[2] - (m3 - m1 * m2) / 4)
+    return series, k**6 * (4 * abs(c[3]) + m4)
