@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_cpn import NAMES
 
 from lattgen import Lattice, make_generator
 from lattgen.analysis import analyse_chain
@@ -13,8 +14,6 @@ from lattgen.observable import measure_all
 from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
 from lattgen.train import train
-
-from bench_cpn import NAMES
 
 
 def run_flow(args, summary):

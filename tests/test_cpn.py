@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
-
-from lattgen import ConfigError, Lattice, LatticeError
-from lattgen.registry import get_registry
-from rounding import assert_close_to_rounding, scalar_condition
-
 from lattgen_cpn.action import CPNAction
 from lattgen_cpn.geometry import su2_vector
 from lattgen_cpn.observables import solid_angle_charge, topological_charge
+from rounding import assert_close_to_rounding, scalar_condition
+
+from lattgen import ConfigError, Lattice, LatticeError
+from lattgen.registry import get_registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REG = get_registry()

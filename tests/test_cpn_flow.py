@@ -14,11 +14,10 @@ import math
 
 import pytest
 import torch
+from lattgen_cpn.flow import sphere_log_volume
 
 from lattgen import Lattice
 from lattgen.registry import get_registry
-
-from lattgen_cpn.flow import sphere_log_volume
 
 pytestmark = [pytest.mark.numerical, pytest.mark.usefixtures("one_thread")]
 REG = get_registry()
@@ -109,7 +108,7 @@ def test_density_consistency_and_haar_identity(name):
     assert phi.dtype == torch.complex128 and log_q.dtype == torch.float64
     assert torch.allclose(model.log_prob(phi), log_q, rtol=1e-10, atol=1e-10)
     fresh = REG.get("model", name).build(cpn(shape, n_comp)).double()  # zero-initialised: identity
-    phi0, log_q0 = fresh.sample(2, torch.Generator().manual_seed(6))
+    _phi0, log_q0 = fresh.sample(2, torch.Generator().manual_seed(6))
     assert torch.allclose(log_q0, torch.full_like(log_q0, -16 * sphere_log_volume(n_comp)), rtol=0, atol=1e-12)
 
 

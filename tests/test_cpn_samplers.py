@@ -3,20 +3,20 @@ samplers against the strong-coupling series and each other (fixed seeds, 4 sigma
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
+from lattgen_cpn.action import CPNAction
+from lattgen_cpn.sphere_hmc import kinetic, leapfrog_on_spheres, tangent_momenta
+from lattgen_cpn.strong_coupling import link_energy_series
 
 from lattgen import Lattice
 from lattgen.analysis import analyse_chain
 from lattgen.observable import measure_all
 from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
-
-from lattgen_cpn.action import CPNAction
-from lattgen_cpn.sphere_hmc import kinetic, leapfrog_on_spheres, tangent_momenta
-from lattgen_cpn.strong_coupling import link_energy_series
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REG = get_registry()
@@ -51,7 +51,7 @@ def test_geodesic_leapfrog_energy_error_is_second_order():
     for n in (20, 40, 80):
         z1, p1, _ = leapfrog_on_spheres(z0, p0, action.force, 1.0 / n, n)
         errs.append(float((action.action_float64(z1) + kinetic(p1) - h0).abs().max()))
-    for coarse, fine in zip(errs, errs[1:]):
+    for coarse, fine in itertools.pairwise(errs):
         assert 2.5 < coarse / fine < 6.0, errs  # 4 for an O(eps^2) error
 
 

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from training_helpers import adam_steps
 
 from lattgen import Lattice, make_generator
 from lattgen.analysis import analyse_chain
 from lattgen.observable import measure_all
 from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
-from training_helpers import adam_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REG = get_registry()

@@ -27,13 +27,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from normflows.utils.splines import rational_quadratic_spline
-from torch import nn
-
-from lattgen import Bijection, Composition, GenerativeModel, Lattice, LatticeError
-
 from lattgen_flows.circular import MIN_BIN, MIN_DERIVATIVE, SLOPE_ONE
 from lattgen_flows.networks import ConvNet
+from normflows.utils.splines import rational_quadratic_spline
+
+from lattgen import Bijection, Composition, GenerativeModel, Lattice, LatticeError
 
 from .geometry import abs2, neighbour_projector_sum, overlap, shift
 
@@ -171,5 +169,5 @@ class CPNFlowModel(GenerativeModel):
         return phi, -self.log_volume - log_det
 
     def log_prob(self, phi):
-        z, log_det = self.flow.inverse_and_log_det(phi.to(self.complex_dtype))
+        _z, log_det = self.flow.inverse_and_log_det(phi.to(self.complex_dtype))
         return -self.log_volume + log_det

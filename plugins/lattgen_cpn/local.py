@@ -19,10 +19,9 @@ import math
 from typing import Any
 
 import torch
+from lattgen_classical.tuning import DualAveraging
 
 from lattgen import Action, ConfigError, LatticeError, Sampler, UnitVectors, metropolis_accept
-
-from lattgen_classical.tuning import DualAveraging
 
 DEFAULT_WIDTH = 0.5
 

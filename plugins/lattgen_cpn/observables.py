@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from lattgen import LatticeError, Lattice, Observable
+from lattgen import Lattice, LatticeError, Observable
 
 from .geometry import link_overlaps, su2_vector, triangle_phases
 
@@ -85,7 +85,7 @@ def solid_angle_charge(z: torch.Tensor, lattice: Lattice) -> torch.Tensor:
         return torch.roll(a, shifts=-1, dims=1 + mu)
 
     def area(a, b, c):
-        dot = lambda u, v: (u * v).sum(-1)  # noqa: E731
+        dot = lambda u, v: (u * v).sum(-1)
         re = 1 + dot(a, b) + dot(b, c) + dot(c, a)
         im = dot(a, torch.linalg.cross(b, c, dim=-1))
         return 2.0 * torch.atan2(im, re)

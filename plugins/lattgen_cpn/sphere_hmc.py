@@ -20,10 +20,9 @@ import math
 from typing import Any
 
 import torch
+from lattgen_classical.tuning import DualAveraging
 
 from lattgen import Action, ConfigError, Sampler, UnitVectors, metropolis_accept
-
-from lattgen_classical.tuning import DualAveraging
 
 DEFAULT_TRAJECTORY_LENGTH = 1.0
 MAX_MD_STEPS = 500
