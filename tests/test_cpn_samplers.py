@@ -95,3 +95,21 @@ def test_link_form_strong_coupling_energy():
     assert abs(e["value"] - series) < 4 * e["error"] + bound, (e, series)
     quartic, _ = link_energy_series(n_comp, beta)
     assert abs(quartic - series) > 8 * e["error"], "the test tells the two forms apart"
+
+
+@pytest.mark.numerical
+def test_phase_heatbath_keeps_every_local_energy_and_moves_the_projectors():
+    """The eigenbasis phase draw preserves z^+ A z per site (a Gibbs step of the phases only) yet changes P_x."""
+    from lattgen_cpn.local import CPNLocal, quadratic_form
+
+    action = CPNAction(Lattice((4, 4)), N=3, beta=0.9)
+    sampler = CPNLocal(action, n_chains=4, generator=torch.Generator().manual_seed(0))
+    z = sampler.state
+    mask = sampler._masks[0]
+    a = action.local_field(z)[:, mask]
+    zc = z[:, mask]
+    new = sampler._phases(zc, a)
+    before, after = quadratic_form(zc, a), quadratic_form(new, a)
+    assert torch.allclose(after, before, rtol=0, atol=64 * torch.finfo(torch.float64).eps * float(a.abs().max()))
+    overlap2 = (zc.conj() * new).sum(-1).abs() ** 2
+    assert float(overlap2.min()) < 0.99, "the projectors move"
