@@ -75,6 +75,7 @@ def main():
     fl.add_argument("--batch", type=int, default=64)
     fl.add_argument("--lr", type=float, default=1e-3)
     fl.add_argument("--out", default=None)
+    fl.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cmd == "scan":

@@ -24,7 +24,7 @@ def run_flow(args, summary):
     from lattgen.config import resolve_train
 
     cfg = resolve_train({"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
-                         "threads": 1, "dtype": "float32", "log_every": 50, "checkpoint_every_s": 1e9}, "train")
+                         "threads": 1, "dtype": args.dtype, "log_every": 50, "checkpoint_every_s": 1e9}, "train")
     t0 = time.process_time()
     out = Path(args.out) if args.out else None
     result = train(model, action, cfg, out_dir=out, generator=make_generator(0))

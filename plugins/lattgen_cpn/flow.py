@@ -56,7 +56,7 @@ def simplex_to_cube(s: torch.Tensor) -> torch.Tensor:
     """
     n_comp = s.shape[-1]
     tails = torch.flip(torch.cumsum(torch.flip(s, [-1]), -1), [-1])  # R_0 .. R_{N-1}
-    log_r = torch.log(tails.clamp_min(1e-300))
+    log_r = torch.log(tails.clamp_min(torch.finfo(s.dtype).tiny))
     powers = torch.arange(n_comp - 1, 0, -1, device=s.device, dtype=s.dtype)  # N-k
     return (-torch.expm1(powers * (log_r[..., 1:] - log_r[..., :-1]))).clamp(0.0, 1.0)
 
@@ -127,7 +127,7 @@ class EigenbasisCoupling(Bijection):
         w_new, log_slope = interval_spline(simplex_to_cube(s), raw, self.bins, inverse)
         s_new = cube_to_simplex(w_new)
         modulus = torch.sqrt(s)
-        unit = torch.where(modulus > 0, c / modulus.clamp_min(1e-300), torch.ones_like(c))
+        unit = torch.where(modulus > 0, c / modulus.clamp_min(torch.finfo(s.dtype).tiny), torch.ones_like(c))
         z_new = (vecs @ (unit * torch.sqrt(s_new)).unsqueeze(-1)).squeeze(-1)
         out = z.clone()
         out[:, self.mask] = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
