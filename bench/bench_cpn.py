@@ -23,7 +23,7 @@ from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
 
 MARK = "BENCH_RESULT "
-NAMES = ("cpn_q2", "cpn_xi", "cpn_chi_t_xi2", "cpn_energy", "cpn_chi_t")
+NAMES = ("topological_charge_squared", "cpn_xi", "cpn_chi_t_xi2", "cpn_energy", "topological_susceptibility")
 
 
 def summary(label, n_comp, length, beta, res, wall, extra=None):
@@ -31,8 +31,8 @@ def summary(label, n_comp, length, beta, res, wall, extra=None):
     for name in NAMES:
         r = res[name]
         out[name] = [r["value"], r["error"]]
-    out["tau_q2"] = [res["cpn_q2"]["tau_int"], res["cpn_q2"]["tau_int_error"]]
-    out["reliable_q2"] = res["cpn_q2"]["reliable"]
+    out["tau_q2"] = [res["topological_charge_squared"]["tau_int"], res["topological_charge_squared"]["tau_int_error"]]
+    out["reliable_q2"] = res["topological_charge_squared"]["reliable"]
     out.update(extra or {})
     print(MARK + json.dumps(out), flush=True)
     return out
@@ -42,7 +42,7 @@ def run_classical(sampler_name, n_comp, length, beta, n_steps, n_chains, seed=0,
     reg = get_registry()
     lat = Lattice([length, length])
     action = reg.get("action", "cpn").build(lat, params={"N": n_comp, "beta": beta})
-    obs = {n: reg.get("observable", n).build(lat) for n in NAMES}
+    obs = {n: reg.get("observable", n, field="sphere").build(lat) for n in NAMES}
     sampler = reg.get("sampler", sampler_name).build(
         action, params={"n_chains": n_chains, **(params or {})}, device="cpu", dtype=torch.float64,
         generator=torch.Generator().manual_seed(seed))

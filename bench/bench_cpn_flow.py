@@ -30,7 +30,7 @@ def run_flow(args, summary):
     result = train(model, action, cfg, out_dir=out, generator=make_generator(0))
     train_cpu = time.process_time() - t0
     model = model.double().eval()
-    obs = {n: reg.get("observable", n).build(lat) for n in NAMES}
+    obs = {n: reg.get("observable", n, field="sphere").build(lat) for n in NAMES}
     sampler = reg.get("sampler", "imh").build(action, params={"n_chains": 16, "batch_size": 64, "translate": True},
                                               device="cpu", dtype=torch.float64, generator=make_generator(1),
                                               model=model)

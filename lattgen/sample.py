@@ -59,7 +59,7 @@ def run_sampling(
     names = run["observables"]
     if names is None:
         names = default_observables(action, reg.theory(config["action"]["name"]).observables, reg)
-    observables = build_observables(action.lattice, names, reg)
+    observables = build_observables(action.lattice, names, reg, field=action.field_space.manifold)
     t0 = time.perf_counter()
     chain = run_chain(
         sampler,

@@ -125,7 +125,7 @@ def test_beta_zero_exact_values():
     lat = Lattice((6, 6))
     n_comp = 3
     z = hot(lat.shape, n_comp, batch=4000, seed=21)
-    obs = {n: REG.get("observable", n).build(lat) for n in ("cpn_energy", "cpn_chi_m", "cpn_xi", "cpn_q2")}
+    obs = {n: REG.get("observable", n, field="sphere").build(lat) for n in ("cpn_energy", "cpn_chi_m", "cpn_xi", "topological_charge_squared")}
     e = obs["cpn_energy"].primaries(z)[:, 0]
     var_t = 2 / (n_comp * (n_comp + 1)) - 1 / n_comp**2
     assert abs(float(e.mean()) - 1 / n_comp) < 4 * math.sqrt(var_t / (2 * lat.volume * len(e)))

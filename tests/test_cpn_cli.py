@@ -76,7 +76,7 @@ def test_sample_and_compare_end_to_end(tmp_path):
     res = invoke("sample", cfg, "--out", tmp_path / "s")
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert set(results["observables"]) >= {"cpn_q2", "cpn_chi_t", "cpn_xi", "cpn_energy"}
+    assert set(results["observables"]) >= {"topological_charge_squared", "topological_susceptibility", "cpn_xi", "cpn_energy"}
     comp = write(tmp_path, ACTION.format(N=2, beta=0.6) + """
 [compare]
 train_steps = 3
@@ -96,5 +96,7 @@ sampler = { name = "sphere_hmc", n_chains = 8 }
     res = invoke("compare", comp, "--out", tmp_path / "c")
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert out["theory"]["figure_of_merit"] == "cpn_q2"
-    assert "tau_int cpn_q2" in res.output
+    assert out["theory"]["figure_of_merit"] == "topological_charge_squared"
+    for entry in out["entries"]:
+        assert entry["performance"]["tau_int_topological_charge_squared"] > 0
+        assert entry["action"]["N"] == 2 and "topological_susceptibility" in entry["observables"]

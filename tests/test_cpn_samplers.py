@@ -55,10 +55,10 @@ def test_geodesic_leapfrog_energy_error_is_second_order():
         assert 2.5 < coarse / fine < 6.0, errs  # 4 for an O(eps^2) error
 
 
-def measure(sampler_name, params, n_samples, n_therm=100, names=("cpn_energy", "cpn_chi_m", "cpn_q2"), seed=1):
+def measure(sampler_name, params, n_samples, n_therm=100, names=("cpn_energy", "cpn_chi_m", "topological_charge_squared"), seed=1):
     lat = Lattice(params.pop("lattice"))
     action = REG.get("action", "cpn").build(lat, params=params)
-    obs = {n: REG.get("observable", n).build(lat) for n in names}
+    obs = {n: REG.get("observable", n, field="sphere").build(lat) for n in names}
     sampler = REG.get("sampler", sampler_name).build(
         action, params={"n_chains": 32}, device="cpu", dtype=torch.float64,
         generator=torch.Generator().manual_seed(seed))
@@ -79,7 +79,7 @@ def test_samplers_agree_at_moderate_coupling():
     params = {"lattice": [6, 6], "N": 2, "beta": 0.8}
     a = measure("sphere_hmc", dict(params), 32 * 300, seed=2)
     b = measure("cpn_local", dict(params), 32 * 300, seed=3)
-    for name in ("cpn_energy", "cpn_chi_m", "cpn_q2"):
+    for name in ("cpn_energy", "cpn_chi_m", "topological_charge_squared"):
         diff = abs(a[name]["value"] - b[name]["value"])
         assert diff < 4 * math.hypot(a[name]["error"], b[name]["error"]), (name, a[name], b[name])
 

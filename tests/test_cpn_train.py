@@ -27,8 +27,8 @@ def test_reverse_kl_then_imh_agrees_with_hmc():
     losses = adam_steps(model, action, n_steps=60, batch_size=64, lr=5e-3)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 0.3, (first, last)  # the loss falls by far more than its noise (~0.1)
-    names = ("cpn_energy", "cpn_chi_m", "cpn_q2")
-    obs = {n: REG.get("observable", n).build(lat) for n in names}
+    names = ("cpn_energy", "cpn_chi_m", "topological_charge_squared")
+    obs = {n: REG.get("observable", n, field="sphere").build(lat) for n in names}
     results = {}
     for sampler, params in (("imh", {"n_chains": 16, "batch_size": 32, "translate": True}),
                             ("sphere_hmc", {"n_chains": 16})):

@@ -8,8 +8,8 @@ functions of the primaries' means so that the Gamma method propagates their erro
 * ``cpn_chi_m``: magnetic susceptibility chi_m = sum_x G(x), G(x) = <tr P_x P_0> - 1/N.
 * ``cpn_xi``: second-moment correlation length from G~(0), G~(p_min) (all directions).
 * ``cpn_correlator``: G(t) of the zero-momentum time slices (axis 0).
-* ``cpn_topological_charge``: geometric Q from the triangle phases of projector plaquettes.
-* ``cpn_q2``, ``cpn_chi_t`` = <Q^2>/V, ``cpn_chi_t_xi2`` = chi_t xi^2.
+* ``topological_charge``: geometric Q from the triangle phases of projector plaquettes.
+* ``topological_charge_squared``, ``topological_susceptibility`` = <Q^2>/V, ``cpn_chi_t_xi2`` = chi_t xi^2.
 * ``o3_topological_charge``: the Berg-Luscher solid-angle charge of n = z^dagger sigma z (CP^1 only).
 """
 
@@ -137,20 +137,20 @@ def make_correlator(lattice: Lattice) -> Observable:
 
 def make_topological_charge(lattice: Lattice) -> Observable:
     """Geometric topological charge Q (an integer on every configuration): <Q> = 0 by parity."""
-    return Observable("cpn_topological_charge", lambda z: topological_charge(z, lattice).unsqueeze(-1),
+    return Observable("topological_charge", lambda z: topological_charge(z, lattice).unsqueeze(-1),
                       doc=make_topological_charge.__doc__)
 
 
 def make_q2(lattice: Lattice) -> Observable:
     """<Q^2> of the geometric charge (its tau_int is the freezing figure of merit)."""
-    return Observable("cpn_q2", lambda z: topological_charge(z, lattice).pow(2).unsqueeze(-1),
+    return Observable("topological_charge_squared", lambda z: topological_charge(z, lattice).pow(2).unsqueeze(-1),
                       doc=make_q2.__doc__)
 
 
 def make_chi_t(lattice: Lattice) -> Observable:
     """Topological susceptibility chi_t = <Q^2>/V."""
     v = lattice.volume
-    return Observable("cpn_chi_t", lambda z: topological_charge(z, lattice).pow(2).unsqueeze(-1) / v,
+    return Observable("topological_susceptibility", lambda z: topological_charge(z, lattice).pow(2).unsqueeze(-1) / v,
                       doc=make_chi_t.__doc__)
 
 
@@ -181,9 +181,9 @@ OBSERVABLES = {
     "cpn_chi_m": make_chi_m,
     "cpn_xi": make_xi,
     "cpn_correlator": make_correlator,
-    "cpn_topological_charge": make_topological_charge,
-    "cpn_q2": make_q2,
-    "cpn_chi_t": make_chi_t,
+    "topological_charge": make_topological_charge,
+    "topological_charge_squared": make_q2,
+    "topological_susceptibility": make_chi_t,
     "cpn_chi_t_xi2": make_chi_t_xi2,
     "o3_topological_charge": make_o3_charge,
 }
