@@ -1,4 +1,5 @@
-"""Property tests of EVERY registered flow layer and flow model (a new plugin's are picked up here).
+"""Property tests of EVERY registered flow layer and flow model on real fields (``field="real"``;
+a new plugin's are picked up here; those on link angles in test_flow_properties_circle.py).
 
 For each layer (built with its declared defaults, plus a few variants of the built-ins) and each
 model that is a ``FlowModel``, with random non-trivial weights (the zero-initialised couplings
@@ -47,10 +48,11 @@ VARIANTS = {
 }
 LAYER_CASES = [
     pytest.param(spec.name, params, id=f"{spec.name}{'-' + str(i) if i else ''}")
-    for spec in REG.specs("layer")
+    for spec in REG.specs("layer") if spec.meta.get("field", "real") == "real"
     for i, params in enumerate([{}] + VARIANTS.get(spec.name, []))
 ]
-MODEL_NAMES = REG.names("model")
+#: flows on the real line here; angle-valued ones in test_flow_properties_circle.py
+MODEL_NAMES = [s.name for s in REG.specs("model") if s.meta.get("field", "real") == "real"]
 #: shapes offered to models: the layer shapes plus lattices a two-level multigrid model accepts
 MODEL_SHAPES = [*SHAPES, (8,), (4, 8), (4, 4, 4)]
 seeds = st.integers(0, 2**31 - 1)
