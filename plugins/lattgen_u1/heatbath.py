@@ -70,16 +70,18 @@ class U1Heatbath(Sampler):
         self._masks = [[(coords[..., 1 - mu] % 2 == p) for p in (0, 1)] for mu in (0, 1)]
 
     def _update(self, theta: torch.Tensor, heat: bool) -> torch.Tensor:
+        theta = theta.clone()
         for mu in (0, 1):
             for p in (0, 1):
-                s = staples(theta.to(torch.float64), mu)
+                mask = self._masks[mu][p]
+                s = staples(theta.to(torch.float64), mu)[:, mask]  # this class's links only
                 mean = -torch.angle(s)
                 if heat:
                     new = sample_von_mises(mean, self.beta * s.abs(), self.generator)
                 else:
-                    new = wrap_angle(2.0 * mean - theta[:, mu].to(torch.float64))
-                theta = theta.clone()
-                theta[:, mu] = torch.where(self._masks[mu][p], new.to(theta.dtype), theta[:, mu])
+                    new = wrap_angle(2.0 * mean - theta[:, mu][:, mask].to(torch.float64))
+                links = theta[:, mu]
+                links[:, mask] = new.to(theta.dtype)
         return theta
 
     @torch.no_grad()
