@@ -1,6 +1,6 @@
 """Exact results of 2D compact U(1) with the Wilson action on the periodic L1 x L2 torus.
 
-Character expansion (docs/physics.md#u1-exact; e.g. Bonati & Rossi, arXiv 1901.09830, and
+Character expansion (docs/physics.md#exact-results-on-the-torus; e.g. Bonati & Rossi, arXiv 1901.09830, and
 Kanwar et al., arXiv 2003.06413, app. A): with V = L1 L2 plaquettes and the topological charge
 Q = (1/2 pi) sum_P wrap(theta_P),
 
