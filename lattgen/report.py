@@ -132,6 +132,9 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
             cells.append(cell)
         verdict = e.get("consistency", {}).get("verdict", "yes")
         obs.add_row(e["label"], *cells, VERDICT_STYLE.get(verdict, verdict).format(verdict))
+    exact = summary.get("exact") or {}
+    if exact:  # the action's exact values (Action.exact), where it knows them
+        obs.add_row("[bold]exact[/]", *(f"{exact[n]:.6g}" if n in exact else "" for n in names), "")
     return [perf, obs]
 
 

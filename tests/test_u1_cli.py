@@ -98,6 +98,13 @@ def test_compare_runs_flow_hmc_and_heatbath(tmp_path):
     for e in summary["entries"]:
         assert "tau_int_topological_charge_squared" in e["performance"]
     assert "topological_charge_squared" in res.output
+    from lattgen_u1.exact import exact_results
+
+    from lattgen import Lattice
+
+    exact = exact_results(Lattice([4, 4]), 1.0)
+    assert summary["exact"]["topological_charge_squared"] == exact["topological_charge_squared"]
+    assert summary["exact"]["plaquette"] == exact["plaquette"] and "exact" in res.output
 
 
 def test_scale_along_beta(tmp_path):
