@@ -11,7 +11,7 @@ import torch
 
 from lattgen import Lattice, LatticeError
 from lattgen.analysis import analyse_chain
-from lattgen.build import build_observables
+from lattgen.build import build_observables as build_registered
 from lattgen.fourier import sample_gaussian_field
 from lattgen.observable import measure_all
 from lattgen_observables.scalar_field import OBSERVABLES, gaussian_exact
@@ -20,6 +20,12 @@ from lattgen.sampler import Chain
 pytestmark = pytest.mark.numerical  # also run under ATEN_CPU_CAPABILITY=default by .ci/run
 
 NAMES = sorted(OBSERVABLES)
+
+
+def build_observables(lattice, names=None):
+    """The scalar-field observables (default: every one of this plugin; other plugins register
+    observables for other field spaces, e.g. link angles)."""
+    return build_registered(lattice, NAMES if names is None else names)
 
 
 def free_propagator(lattice: Lattice, beta: float) -> torch.Tensor:
