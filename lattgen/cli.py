@@ -164,6 +164,7 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force:
     """Sample TARGET: a CONFIG.toml, or a trained RUN_DIR (its model proposes, sampler imh)."""
     from .config import dumps_toml, resolve_config
     from .jsonio import json_text
+    from .metadata import METADATA
     from .registry import get_registry
     from .report import print_sample_report
     from .sample import run_sampling
@@ -211,7 +212,8 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force:
     if trained_on is not None:
         results["training_action"] = trained_on  # beside "action", the target sampled
     if distributed.is_main():  # config and results together: an interruption leaves the old pair
-        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results)})
+        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results),
+                                    METADATA: json_text(results["metadata"])})
     print_sample_report(results, console)
     console.print(f"wrote {out / 'results.json'}")
 

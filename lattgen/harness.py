@@ -27,6 +27,7 @@ from .compare_config import config_hash, entry_config, resolve_compare, toml_rea
 from .consistency import consistency
 from .checkpoints import METRICS, read_metrics
 from .entry_pool import run_parallel
+from .metadata import METADATA, metadata_text
 from .outdir import write_together
 from .registry import Registry, get_registry
 from .theory import Theory
@@ -214,7 +215,8 @@ def run_compare(
     summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered,
                "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered}}
     if main:  # config and summary together, at the end: an interrupted rerun leaves the old pair
-        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary)})
+        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary),
+                             METADATA: metadata_text(compare["device"])})
         compare_plots(summary, out)
     distributed.barrier()
     return summary

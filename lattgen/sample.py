@@ -20,6 +20,7 @@ from . import __version__, distributed
 from .analysis import analyse_chain
 from .build import build_action, build_observables, default_observables, build_sampler, make_generator
 from .errors import ConfigError
+from .metadata import run_metadata
 from .model import GenerativeModel
 from .observable import measure_all
 from .registry import Registry, get_registry
@@ -92,6 +93,7 @@ def run_sampling(
         "analysis_time_s": time.perf_counter() - t_an,
         "sampler_info": chain.info,
         "observables": analysed,
+        "metadata": run_metadata(run["device"]),
     }
     if "model" in config:
         results["model"] = dict(config["model"])

@@ -125,6 +125,10 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
     from . import distributed
 
     if distributed.is_main():  # torchrun: every point ran spread over the ranks; rank 0 writes
+        from .metadata import METADATA, run_metadata
+
+        device = resolved["points"][0]["compare"]["device"] if resolved["points"] else None
+        write_json(run_metadata(device), out / METADATA)
         write_json(result, out / "results.json")
         plot_scale(result, out)
     return result
