@@ -1,4 +1,4 @@
-"""Command-line interface: ``lattgen list | sample | train | compare | scale``.
+"""Command-line interface: ``lattgen list | sample | analyse | export | train | compare | scale``.
 
 Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
 of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
@@ -159,12 +159,16 @@ def list_cmd(as_json: bool, markdown: bool, kind: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="override a config value (repeatable)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+@click.option("--save-configs", is_flag=True,
+              help="write the measured configurations to OUT/ensemble.h5 (HDF5, docs/ensembles.md)")
+@click.option("--save-every", type=click.IntRange(min=1), default=1, metavar="K",
+              help="with --save-configs: keep every K-th measured configuration")
 @force_option
-def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
+def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool, save_configs: bool,
+               save_every: int) -> None:
     """Sample TARGET: a CONFIG.toml, or a trained RUN_DIR (its model proposes, sampler imh)."""
-    from .config import dumps_toml, resolve_config
-    from .jsonio import json_text
-    from .metadata import METADATA
+    from .config import resolve_config
+    from .ensemble import ENSEMBLE
     from .registry import get_registry
     from .report import print_sample_report
     from .sample import run_sampling
@@ -208,14 +212,72 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force:
         console.print(f"note: sampling another target than the model was trained on ({changed}); "
                       f"exact under {config['sampler']['name']}, only the acceptance suffers", highlight=False)
     with Progress(f"sampling ({config['sampler']['name']})") as bar:
-        results, _ = run_sampling(config, model=model, registry=reg, progress=bar)
+        results, chain = run_sampling(config, model=model, registry=reg, progress=bar,
+                                  save_configs=out / ENSEMBLE if save_configs else None, save_every=save_every)
     if trained_on is not None:
         results["training_action"] = trained_on  # beside "action", the target sampled
-    if distributed.is_main():  # config and results together: an interruption leaves the old pair
-        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results),
-                                    METADATA: json_text(results["metadata"])})
+    write_sample_outputs(out, config, results, chain)  # together: an interruption leaves the old set
     print_sample_report(results, console)
     console.print(f"wrote {out / 'results.json'}")
+
+
+# -- analyse ----------------------------------------------------------------------------------
+@cli.command("analyse")
+@click.argument("ensemble", metavar="ENSEMBLE.h5", type=click.Path(exists=False))
+@click.option("--observables", default=None, metavar="NAME,NAME",
+              help="observables to measure (default: the ones the run measured)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+@force_option
+def analyse_cmd(ensemble: str, observables: str | None, out: Path | None, force: bool) -> None:
+    """Measure observables on a saved ensemble (sample --save-configs) with the same Gamma method."""
+    from .reanalysis import analyse_ensemble, open_checked
+
+    names = [n.strip() for n in observables.split(",") if n.strip()] if observables else None
+    open_checked(ensemble, names)[0].close()  # bad input fails before --out is created
+    out = prepare_out(out, "analyse", force)
+    with Progress("analysing") as bar:
+        results, chain = analyse_ensemble(ensemble, names, progress=bar)
+    write_sample_outputs(out, _analysed_config(results), results, chain)
+    from .report import print_sample_report
+
+    print_sample_report(results, console)
+    console.print(f"wrote {out / 'results.json'}")
+
+
+def _analysed_config(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The config an analysis reproduces (the ensemble's), for OUT/config.toml."""
+    keys = ("action", "sampler", "run", "model")
+    return {k: results[k] for k in keys if k in results}
+
+
+def write_sample_outputs(out: Path, config: Mapping[str, Any], results: Mapping[str, Any], chain) -> None:
+    """config.toml, results.json, metadata.json and primaries.npz of a sample or analyse run, as one
+    change (rank 0 only): an interruption leaves the old set."""
+    from .config import dumps_toml
+    from .jsonio import json_text
+    from .metadata import METADATA
+    from .export import PRIMARIES, primaries_npz
+
+    if distributed.is_main():
+        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results),
+                                    METADATA: json_text(results["metadata"]),
+                                    PRIMARIES: primaries_npz(chain)})
+
+
+# -- export -----------------------------------------------------------------------------------
+@cli.command("export")
+@click.argument("results", metavar="RESULTS", type=click.Path(exists=False))
+@click.option("--pyerrors", "to_pyerrors", is_flag=True,
+              help="pyerrors JSON (json.gz): one Obs per observable, the chains as replicas")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="file to write (default: pyerrors.json.gz beside the results)")
+def export_cmd(results: str, to_pyerrors: bool, out: Path | None) -> None:
+    """Export RESULTS (a results.json or its run directory: sample, analyse or compare) for other tools."""
+    from .export import ExportError, export_pyerrors
+
+    if not to_pyerrors:
+        raise ExportError("choose the format to export: --pyerrors")
+    console.print(f"wrote {export_pyerrors(results, out)}")
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ LOCK = ".lattgen.lock"
 MARKER = ".lattgen-run"
 JOURNAL = ".lattgen-commit.json"
 #: commands whose output cannot be continued: a second run would only overwrite it
-NOT_RESUMABLE = ("sample",)
+NOT_RESUMABLE = ("sample", "analyse")
 
 _held: list = []  # locks taken by this process (released by ``release_all``)
 
