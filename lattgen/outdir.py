@@ -208,6 +208,20 @@ def claim(out: str | Path, command: str, force: bool = False) -> bool:
     return bool(distributed.run_on_main(_claim_on_main, out, command, force))
 
 
+def holds(out: str | Path) -> bool:
+    """Whether this process holds the lock of ``out`` (a CLI command that claimed it, for example)."""
+    path = os.path.abspath(Path(out) / LOCK)
+    return any(os.path.abspath(lock.lock_file) == path for lock in _held)
+
+
+def release(out: str | Path) -> None:
+    """Release the lock of ``out`` if this process holds it (the Python API, after its command)."""
+    path = os.path.abspath(Path(out) / LOCK)
+    for lock in [lock for lock in _held if os.path.abspath(lock.lock_file) == path]:
+        _held.remove(lock)
+        lock.release()
+
+
 def release_all() -> None:
     """Release every directory lock this process holds (at the end of a command)."""
     while _held:

@@ -83,7 +83,7 @@ LAYERS = (
     ("train", "objectives", "evaluation", "checkpoints", "data_parallel", "training_data", "rundir",
      "curriculum"),
     ("compare_config", "harness", "entry_pool", "consistency", "scaling", "report", "plots", "docgen",
-     "cli", "__main__"),
+     "cli", "__main__", "api"),
 )
 
 
