@@ -25,8 +25,9 @@ def pyplot():
 
 
 #: one colour per entry, in entry order, in every plot (colour-blind safe: Okabe & Ito 2008)
+#: (no grey: grey is the reference histogram's)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
-           "#999999")
+           "#882255")
 
 #: the shared look of every lattgen plot (compare, scale, scan): applied by ``styled``
 STYLE = {
@@ -153,17 +154,24 @@ def _grid(plt, n: int, width: float = 2.7, height: float = 2.2, **kw):
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
+    for k, ax in enumerate(flat[:n]):
+        if k + ncols >= n:  # the lowest panel of its column: its x tick labels (shared axes hide them)
+            ax.xaxis.set_tick_params(labelbottom=True)
     return fig, flat[:n]
 
 
-#: central quantiles a log-weight panel shows (the rest is counted and written on the panel)
+#: central quantiles a log-weight panel shows at most (the rest is counted and written on the panel)
 LOG_WEIGHT_QUANTILES = (0.005, 0.995)
 
 
-def clipped_range(values: np.ndarray, quantiles: tuple[float, float]) -> tuple[float, float, float]:
-    """(lo, hi, fraction of values outside [lo, hi]) for the central quantiles of finite ``values``
-    (a range of width 1 around a constant)."""
-    lo, hi = (float(q) for q in np.quantile(values, quantiles))
+def clipped_range(values: np.ndarray, quantiles: tuple[float, float],
+                  fence: float = 5.0) -> tuple[float, float, float]:
+    """(lo, hi, fraction of values outside [lo, hi]) of finite ``values``: the central ``quantiles``,
+    narrowed to at most ``fence`` interquartile ranges beyond the quartiles (so a tail holding more
+    than the quantile's share cannot flatten the bulk; Tukey's fences); width 1 around a constant."""
+    q_lo, q1, q3, q_hi = (float(q) for q in np.quantile(values, [quantiles[0], 0.25, 0.75, quantiles[1]]))
+    iqr = q3 - q1
+    lo, hi = (max(q_lo, q1 - fence * iqr), min(q_hi, q3 + fence * iqr)) if iqr > 0 else (q_lo, q_hi)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     return lo, hi, float(np.mean((values < lo) | (values > hi)))
@@ -197,10 +205,12 @@ def plot_histograms(summary, out: Path) -> Path | None:
         ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=entry_color(i),
                 label=e["label"])
         ax.set_title(e["label"])
-        ax.set_xlabel(xlabel)
-    axes[0].set_ylabel("probability density")
+    fig.supxlabel(xlabel, fontsize=9)
+    fig.supylabel("probability density", fontsize=9)
     if reference is not None:
-        axes[0].legend(loc="upper right")
+        from matplotlib.patches import Patch
+
+        fig.legend(handles=[Patch(color="0.8", label="exact samplers, pooled")], loc="upper right")
     fig.suptitle(_title(summary))
     return save_figure(fig, out / "histograms.png")
 
@@ -208,7 +218,8 @@ def plot_histograms(summary, out: Path) -> Path | None:
 @styled
 def plot_log_weights(summary, out: Path) -> Path | None:
     """Small multiples of log w - median(log w) per model entry, clipped to its central quantiles
-    ``LOG_WEIGHT_QUANTILES``; the fraction outside and the extremes are written on each panel."""
+    ``LOG_WEIGHT_QUANTILES`` (``clipped_range``); the fraction outside and the extremes are written
+    on each panel."""
     plt = pyplot()
     series = []
     for i, e in enumerate(summary["entries"]):
@@ -229,11 +240,11 @@ def plot_log_weights(summary, out: Path) -> Path | None:
         ax.hist(lw[inside], bins=50, range=(lo, hi), density=True, color=entry_color(i), alpha=0.75)
         ax.set_xlim(lo, hi)
         ax.set_title(e["label"])
-        ax.set_xlabel("log w - median(log w)")
         ax.text(0.03, 0.95, f"{outside:.1%} outside the range shown\n"
                 f"min {lw.min():.3g}, max {lw.max():.3g}", transform=ax.transAxes, va="top", ha="left",
                 fontsize=7, bbox={"facecolor": "white", "edgecolor": "0.7", "alpha": 0.85})
-    axes[0].set_ylabel("probability density")
+    fig.supxlabel("log w - median(log w)", fontsize=9)
+    fig.supylabel("probability density", fontsize=9)
     fig.suptitle(f"log w = -S(phi) - log q(phi), central {q_hi - q_lo:.0%} of each entry: " + _title(summary))
     return save_figure(fig, out / "log_weights.png")
 

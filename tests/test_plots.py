@@ -35,6 +35,10 @@ def test_clipped_range_counts_the_tail():
     assert lo > -250 and hi <= 1 and outside == pytest.approx(0.01, abs=2e-3)
     lo, hi, outside = plots.clipped_range(np.zeros(10), (0.005, 0.995))
     assert (lo, hi, outside) == (-0.5, 0.5, 0.0)
+    # a tail beyond the quantile's share: the fences keep the bulk readable, the tail is counted
+    bulk = np.random.default_rng(1).normal(0.0, 1.0, 9800)
+    lo, hi, outside = plots.clipped_range(np.concatenate([bulk, np.full(200, -250.0)]), (0.005, 0.995))
+    assert -10 < lo < -3 and outside >= 0.02
 
 
 def test_histograms_and_log_weights_are_small_multiples(tmp_path):
