@@ -205,6 +205,14 @@ def _other_lattice(src, dst):
         f.attrs["config_json"] = json.dumps(cfg)
 
 
+def _uninstalled_theory(src, dst):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["config_json"])
+        cfg["action"] = {"name": "no_such_theory", "lattice": [4, 4]}
+        f.attrs["config_json"] = json.dumps(cfg)
+
+
 def _missing_dataset(src, dst):
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:
@@ -219,9 +227,10 @@ def _not_hdf5(src, dst):
     (_truncated, "not a readable HDF5 file"),
     (_foreign, "not a lattgen ensemble"),
     (_other_lattice, "another theory or lattice"),
+    (_uninstalled_theory, "its config does not build here"),
     (_missing_dataset, "configs/chain_0002 is missing"),
     (_not_hdf5, "not a readable HDF5 file"),
-], ids=["truncated", "foreign", "other-lattice", "missing-dataset", "not-hdf5"])
+], ids=["truncated", "foreign", "other-lattice", "uninstalled-theory", "missing-dataset", "not-hdf5"])
 def test_bad_ensembles_are_one_line_exit_2_and_untouched(saved, tmp_path, make, message):
     run, _ = saved
     bad = tmp_path / "bad.h5"
