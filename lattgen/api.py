@@ -233,12 +233,12 @@ def prepare_sample(target: ConfigSource | SamplePlan, overrides: Sequence[str] =
 
 
 def sample(target: ConfigSource | SamplePlan, overrides: Sequence[str] = (), *, out: str | Path | None = None,
-           force: bool = False, save_configs: bool = False, save_every: int = 1,
+           force: bool = False, save_configs: bool = False, save_every: int = 1, compress: bool = True,
            progress: Callable[[int, int], None] | None = None, registry: Registry | None = None) -> SampleResult:
     """``lattgen sample``: sample a config or a trained run directory. With ``out``, writes
     config.toml, results.json, metadata.json, primaries.npz (and ensemble.h5 with
     ``save_configs``) there, as the CLI does; without, writes nothing (``save_configs`` needs
-    ``out``)."""
+    ``out``; ``compress=False`` stores it uncompressed)."""
     from .ensemble import ENSEMBLE
     from .sample import run_sampling
 
@@ -253,7 +253,7 @@ def sample(target: ConfigSource | SamplePlan, overrides: Sequence[str] = (), *, 
             out = stack.enter_context(_claimed(Path(out), "sample", force))
         ensemble = out / ENSEMBLE if save_configs else None
         results, chain = run_sampling(config, model=plan.model, registry=reg, progress=progress,
-                                      save_configs=ensemble, save_every=save_every)
+                                      save_configs=ensemble, save_every=save_every, compress=compress)
         if plan.trained_on is not None:
             results["training_action"] = plan.trained_on  # beside "action", the target sampled
         if out is not None:

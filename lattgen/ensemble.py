@@ -8,7 +8,7 @@
                              n_therm, measure_every, save_every, n_steps_valid, complete,
                              acceptance, sampler_info (JSON), metadata (JSON, lattgen/metadata.py)
     /configs/chain_0000      (n_steps, *field_shape) in the run's dtype (float or complex), one
-    /configs/chain_0001      dataset per chain, chunked along the steps, gzip + shuffle
+    /configs/chain_0001      dataset per chain, chunked along the steps, gzip level 1 + shuffle
     ...
     /accepted                (n_steps, n_chains) float64: the step's acceptance (0/1 for a
                              Metropolis test; the mean over measure_every steps when > 1)
@@ -73,7 +73,8 @@ class EnsembleWriter:
     """``run_chain``'s ``record`` callback writing every ``save_every``-th measured configuration.
 
     ``config`` is the resolved config (stored as TOML and JSON); ``space`` the action's field
-    space; ``dtype`` the run's real dtype (the stored element type follows ``space.dtype``).
+    space; ``dtype`` the run's real dtype (the stored element type follows ``space.dtype``);
+    ``compress``: gzip (level 1, shuffled) the configurations, else store them raw (faster).
     Call ``close(chain)`` when the run ends (``complete`` = True, acceptance, sampler info), or
     ``abort()`` when it fails (what was written stays, ``complete`` False).
     """
@@ -81,7 +82,7 @@ class EnsembleWriter:
     def __init__(self, path: str | Path, space: FieldSpace, *, n_chains: int, config: Mapping[str, Any],
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
                  save_every: int = 1, n_planned: int | None = None, metadata: Mapping[str, Any] | None = None,
-                 block_steps: int | None = None, flush_every_s: float = 30.0):
+                 block_steps: int | None = None, flush_every_s: float = 30.0, compress: bool = True):
         from .config import dumps_toml
         from .jsonio import to_jsonable
 
@@ -121,12 +122,14 @@ class EnsembleWriter:
         }
         f.attrs.update(attrs)
         np_dtype = torch.empty((), dtype=self.element).numpy().dtype
+        #: gzip level 1 with byte shuffling: the fastest gzip; Monte Carlo noise in float64 compresses
+        #: to about 0.9 at any level, so a higher one only costs time
+        self._filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
         group = f.create_group("configs")
         for c in range(self.n_chains):
             group.create_dataset(chain_name(c, self.n_chains), shape=(0, *space.shape),
                                  maxshape=(None, *space.shape), dtype=np_dtype,
-                                 chunks=(chunk, *space.shape), compression="gzip", compression_opts=4,
-                                 shuffle=True)
+                                 chunks=(chunk, *space.shape), **self._filters)
         f.create_dataset("accepted", shape=(0, self.n_chains), maxshape=(None, self.n_chains),
                          dtype=np.float64, chunks=(max(1, min(4096, CHUNK_BYTES // (8 * self.n_chains))),
                                                    self.n_chains), compression="gzip")

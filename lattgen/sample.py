@@ -37,13 +37,14 @@ def run_sampling(
     action=None,
     save_configs: str | Path | None = None,
     save_every: int = 1,
+    compress: bool = True,
 ) -> tuple[dict[str, Any], Chain]:
     """Sample with a resolved config (sections action, sampler, run); return (results, chain).
 
     ``results`` follows the results.json schema: action, sampler, n_samples, acceptance,
     wall_time_s, observables{name: value, error, tau_int, tau_int_error, ...}.
     ``save_configs``: write every ``save_every``-th measured configuration to this HDF5 file
-    while sampling (``lattgen.ensemble``; one process only).
+    while sampling (``lattgen.ensemble``; one process only), gzipped unless not ``compress``.
 
     Data-parallel (see the module docstring): every rank returns the same results and the
     gathered chain of all ranks; ``progress`` is called on rank 0 only.
@@ -72,7 +73,8 @@ def run_sampling(
         n_planned = -(-int(n_samples) // sampler.n_chains)
         writer = EnsembleWriter(save_configs, action.field_space, n_chains=sampler.n_chains, config=config,
                                 dtype=sampler.dtype, device=sampler.device, save_every=save_every,
-                                n_planned=-(-n_planned // int(save_every)), metadata=run_metadata(run["device"]))
+                                n_planned=-(-n_planned // int(save_every)), metadata=run_metadata(run["device"]),
+                                compress=compress)
     t0 = time.perf_counter()
     try:
         chain = run_chain(
