@@ -249,3 +249,6 @@ def test_save_every_must_be_positive(saved, tmp_path):
     res = CliRunner().invoke(cli, ["sample", str(saved[0] / "config.toml"), "--save-configs",
                                    "--save-every", "0", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--save-every" in res.output
+    res = CliRunner().invoke(cli, ["sample", str(saved[0] / "config.toml"), "--save-every", "5",
+                                   "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "add --save-configs" in res.output and not (tmp_path / "y").exists()
