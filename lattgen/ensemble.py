@@ -81,7 +81,7 @@ class EnsembleWriter:
 
     def __init__(self, path: str | Path, space: FieldSpace, *, n_chains: int, config: Mapping[str, Any],
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-                 save_every: int = 1, n_planned: int | None = None, metadata: Mapping[str, Any] | None = None,
+                 save_every: int = 1, n_planned: int | None = None, n_therm: int | None = None, metadata: Mapping[str, Any] | None = None,
                  block_steps: int | None = None, flush_every_s: float = 30.0, compress: bool = True):
         from .config import dumps_toml
         from .jsonio import to_jsonable
@@ -114,7 +114,7 @@ class EnsembleWriter:
             "field_shape": np.asarray(space.shape, dtype=np.int64),
             "lattice": np.asarray(space.lattice.shape, dtype=np.int64),
             "dtype": str(self.element).replace("torch.", ""), "n_chains": self.n_chains,
-            "n_therm": -1 if run.get("n_therm") is None else int(run["n_therm"]),
+            "n_therm": int(n_therm) if n_therm is not None else int(run.get("n_therm") or -1),
             "measure_every": int(run.get("measure_every", 1)), "save_every": self.save_every,
             "n_steps_planned": -1 if n_planned is None else int(n_planned),
             "n_steps_valid": 0, "complete": False, "acceptance": np.nan,

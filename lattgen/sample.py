@@ -70,11 +70,12 @@ def run_sampling(
             raise ConfigError("--save-configs: saving an ensemble runs in one process (not under torchrun)")
         from .ensemble import EnsembleWriter
 
-        n_planned = -(-int(n_samples) // sampler.n_chains)
+        n_steps = -(-int(n_samples) // sampler.n_chains)  # run_chain's steps and thermalisation rule
+        n_therm = run["n_therm"] if run["n_therm"] is not None else max(100, n_steps // 5)
         writer = EnsembleWriter(save_configs, action.field_space, n_chains=sampler.n_chains, config=config,
                                 dtype=sampler.dtype, device=sampler.device, save_every=save_every,
-                                n_planned=-(-n_planned // int(save_every)), metadata=run_metadata(run["device"]),
-                                compress=compress)
+                                n_planned=-(-n_steps // int(save_every)), n_therm=n_therm,
+                                metadata=run_metadata(run["device"]), compress=compress)
     t0 = time.perf_counter()
     try:
         chain = run_chain(

@@ -152,6 +152,10 @@ def test_analyse_equals_the_live_analysis_exactly(saved, tmp_path):
     assert again["acceptance"] == live["acceptance"] and again["n_samples"] == live["n_samples"]
     assert live["ensemble"] == {"file": "ensemble.h5", "save_every": 1, "n_steps": 300, "n_chains": 4}
     assert digest(run / "ensemble.h5") == before  # opened read-only
+    with Ensemble(run / "ensemble.h5") as ens:
+        assert ens.complete and ens.attrs["n_therm"] == 30 and ens.attrs["n_steps_planned"] == 300
+        assert ens.attrs["acceptance"] == live["acceptance"] and ens.attrs["sampler"] == "hmc"
+        assert json.loads(ens.attrs["metadata"])["packages"]["h5py"] == h5py.__version__
 
 
 def test_analyse_a_subset_of_observables_and_thinned_ensembles(saved, tmp_path):
