@@ -21,7 +21,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lattgen import Lattice, LinkAngles, RealField, UnitVectors
+from lattgen import Lattice, LattgenWarning, LinkAngles, RealField, UnitVectors
 from lattgen.cli import cli
 from lattgen.config import resolve_config
 from lattgen.ensemble import Ensemble, EnsembleError, EnsembleWriter
@@ -163,6 +163,17 @@ def test_analyse_a_subset_of_observables_and_thinned_ensembles(saved, tmp_path):
     results, chain = analyse_ensemble(run / "ensemble.h5", ["susceptibility"])
     assert list(results["observables"]) == ["susceptibility"]
     assert results["observables"]["susceptibility"] == live["observables"]["susceptibility"]
+
+
+def test_an_interrupted_ensemble_is_analysed_with_a_warning(saved, tmp_path):
+    run, _ = saved
+    cut = tmp_path / "cut.h5"
+    shutil.copy(run / "ensemble.h5", cut)
+    with h5py.File(cut, "r+") as f:  # as a run killed after its first 100 steps' block
+        f.attrs["n_steps_valid"], f.attrs["complete"] = 100, False
+    with pytest.warns(LattgenWarning, match="incomplete"):
+        results, chain = analyse_ensemble(cut)
+    assert chain.n_steps == 100 and results["ensemble"]["complete"] is False
 
 
 def test_complex_field_ensemble_analyses_like_the_live_run(tmp_path):
