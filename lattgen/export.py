@@ -7,7 +7,9 @@ configuration (``[[config, delta], ...]``, deltas about the Obs' value; file for
 
 * ensemble: one per run (``<action>_<lattice>_<sampler>_s<seed>_<hash of the config>``; a compare
   entry adds its label), so Obs of one run correlate in pyerrors and different runs do not;
-* replicas: the chains (``ENSEMBLE|r0``, ``|r1``, ...), configurations numbered 1..n_steps;
+* replicas: the chains (``ENSEMBLE|r0``, ``|r1``, ...), configurations numbered by the run's
+  measurement index 1..n_steps (1, 1 + K, ... for ``lattgen analyse`` of an ensemble saved
+  ``--save-every K``: the same ensemble id, so pyerrors lines both up);
 * a scalar observable is an ``Obs``, a vector one a ``List`` of its components (tag
   ``name[index=value]``); its deltas are lattgen's linearised fluctuations
   d_F = grad F . (a - A) of the saved per-configuration primaries (``primaries.npz``), and its
@@ -88,12 +90,14 @@ def ensemble_name(results: Mapping[str, Any], label: str | None = None) -> str:
     return "_".join(str(p).replace("|", "-") for p in [*parts, digest])
 
 
-def _data(name: str, deltas: np.ndarray) -> list[dict[str, Any]]:
-    """pyerrors' ``data`` entry: one ensemble, one replica per chain, rows [config, d_0, d_1, ...]."""
+def _data(name: str, deltas: np.ndarray, stride: int = 1) -> list[dict[str, Any]]:
+    """pyerrors' ``data`` entry: one ensemble, one replica per chain, rows [config, d_0, d_1, ...];
+    configurations numbered 1, 1 + stride, ... (the run's measurement index)."""
     n_steps, n_chains, _ = deltas.shape
     replicas = []
+    index = 1 + stride * np.arange(n_steps, dtype=np.float64)
     for r in range(n_chains):
-        rows = np.column_stack([np.arange(1, n_steps + 1, dtype=np.float64), deltas[:, r, :]])
+        rows = np.column_stack([index, deltas[:, r, :]])
         replicas.append({"name": f"{name}|r{r}",
                          "deltas": [[int(row[0]), *map(float, row[1:])] for row in rows]})
     return [{"id": name, "replica": replicas}]
@@ -127,7 +131,7 @@ def run_obsdata(results: Mapping[str, Any], primaries: Mapping[str, np.ndarray],
             "layout": str(len(keep)) if is_vector else "1",
             "tag": tags if is_vector else tags[:1],
             "value": [float(values[j]) for j in keep],
-            "data": _data(ens, deltas[:, :, keep]),
+            "data": _data(ens, deltas[:, :, keep], int(results.get("measurement_stride", 1))),
         }
         out.append(record)
     return out, [f"{label}/{n}" if label else n for n in observables], skipped

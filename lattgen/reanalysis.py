@@ -125,6 +125,9 @@ def analyse_ensemble(
         "sampler_info": chain.info,
         "observables": analysed,
         "ensemble": ensemble,
+        #: measurements of the run between two analysed configurations (its --save-every): pyerrors
+        #: numbers them 1, 1 + stride, ... so that they line up with the run's own measurements
+        "measurement_stride": ensemble["save_every"],
         "metadata": run_metadata(device),
     }
     if "model" in config:

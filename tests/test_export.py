@@ -115,6 +115,28 @@ def test_compare_entries_are_separate_ensembles(pe, run, tmp_path):
     assert len(loaded) == 2 * len(results["observables"])
 
 
+def test_a_thinned_ensemble_lines_up_with_its_run(pe, run, tmp_path):
+    """analyse of an ensemble saved every 4th measurement: the same pyerrors ensemble, configurations
+    1, 5, 9, ...; pyerrors then correlates it with the full run's Obs."""
+    res = invoke("sample", str(run / "config.toml"), "--out", str(tmp_path / "s"), "--save-configs",
+                 "--save-every", "4", "--set", "run.n_samples=800")
+    assert res.exit_code == 0, res.output
+    res = invoke("analyse", str(tmp_path / "s" / "ensemble.h5"), "--observables", "susceptibility",
+                 "--out", str(tmp_path / "a"))
+    assert res.exit_code == 0, res.output
+    full = pe.input.json.load_json(str(invoke_export(tmp_path / "s")), verbose=False)
+    thin = pe.input.json.load_json(str(invoke_export(tmp_path / "a")), verbose=False)
+    (ens,) = thin.mc_names
+    assert ens in full[0].mc_names  # one Monte Carlo ensemble
+    assert list(thin.idl[f"{ens}|r0"]) == list(range(1, 201, 4))
+
+
+def invoke_export(directory):
+    res = invoke("export", "--pyerrors", str(directory))
+    assert res.exit_code == 0, res.output
+    return directory / "pyerrors.json.gz"
+
+
 def test_export_without_primaries_is_one_line(run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run, old)
