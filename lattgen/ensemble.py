@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import LatticeError, LattgenError
+from .errors import LattgenError, LatticeError
 from .field import FieldSpace
 
 FORMAT = "lattgen-ensemble"

@@ -8,28 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import subprocess
 import sys
 import textwrap
-import types
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from ensemble_helpers import VectorsPlugin
 
-from lattgen import Lattice, LattgenWarning, LinkAngles, RealField, UnitVectors
+from lattgen import LattgenWarning, Lattice, LinkAngles, RealField, UnitVectors
 from lattgen.cli import cli
 from lattgen.config import resolve_config
 from lattgen.ensemble import Ensemble, EnsembleError, EnsembleWriter
 from lattgen.reanalysis import analyse_ensemble
 from lattgen.registry import Registry
 from lattgen.sample import run_sampling
-
-from ensemble_helpers import VectorsPlugin
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -133,7 +130,7 @@ def test_a_killed_run_leaves_a_readable_file_with_its_blocks(tmp_path):
             w(s, torch.ones(2))
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert proc.returncode == -9, proc.stderr
     with Ensemble(tmp_path / "e.h5") as ens:
         assert ens.n_steps == 6 and not ens.complete
@@ -160,7 +157,7 @@ def test_analyse_equals_the_live_analysis_exactly(saved, tmp_path):
 
 def test_analyse_a_subset_of_observables_and_thinned_ensembles(saved, tmp_path):
     run, live = saved
-    results, chain = analyse_ensemble(run / "ensemble.h5", ["susceptibility"])
+    results, _ = analyse_ensemble(run / "ensemble.h5", ["susceptibility"])
     assert list(results["observables"]) == ["susceptibility"]
     assert results["observables"]["susceptibility"] == live["observables"]["susceptibility"]
 
@@ -181,7 +178,7 @@ def test_complex_field_ensemble_analyses_like_the_live_run(tmp_path):
     reg = Registry([("vectors", VectorsPlugin())], entry_points=True)
     config = resolve_config({"action": {"name": "uniform_vectors", "lattice": [3, 3]},
                              "run": {"n_samples": 400, "seed": 4, "n_therm": 2}}, reg)
-    live, chain = run_sampling(config, registry=reg, save_configs=tmp_path / "e.h5", save_every=1)
+    live, _ = run_sampling(config, registry=reg, save_configs=tmp_path / "e.h5", save_every=1)
     again, _ = analyse_ensemble(tmp_path / "e.h5", registry=reg)
     assert again["observables"] == live["observables"]
     w = live["observables"]["weight0"]

@@ -14,7 +14,6 @@ import json
 import shutil
 import warnings
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from scipy.stats import chi2
