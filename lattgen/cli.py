@@ -164,7 +164,7 @@ def list_cmd(as_json: bool, markdown: bool, kind: tuple[str, ...]) -> None:
 @click.option("--save-every", type=click.IntRange(min=1), default=1, metavar="K",
               help="with --save-configs: keep every K-th measured configuration")
 @click.option("--no-compression", is_flag=True,
-              help="with --save-configs: store the configurations uncompressed (faster; about 1.4x larger for phi^4)")
+              help="with --save-configs: store the configurations uncompressed (faster, about 1.4x larger)")
 @force_option
 def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool, save_configs: bool,
                save_every: int, no_compression: bool) -> None:
