@@ -236,6 +236,9 @@ class Ensemble:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            if "unable to lock file" in str(exc).lower():  # HDF5's file lock: a writer has it open
+                raise EnsembleError(f"{self.path} is open for writing by another process (a running "
+                                    "`lattgen sample --save-configs`?); wait for it to finish") from None
             raise EnsembleError(f"{self.path} is not a readable HDF5 file (truncated or not HDF5: "
                                 f"{str(exc).splitlines()[0]})") from None
         try:

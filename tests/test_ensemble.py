@@ -138,6 +138,18 @@ def test_a_killed_run_leaves_a_readable_file_with_its_blocks(tmp_path):
         assert block[:, :, 0, 0].tolist() == [[float(i)] * 2 for i in range(6)]
 
 
+def test_an_ensemble_being_written_is_refused_in_one_line(tmp_path):
+    writer = EnsembleWriter(tmp_path / "e.h5", RealField(Lattice([2, 2])), n_chains=1,
+                            config={"action": {}, "run": {}})
+    try:
+        code = (f"from lattgen.ensemble import Ensemble, EnsembleError\ntry:\n Ensemble({str(tmp_path / 'e.h5')!r})\n"
+                "except EnsembleError as e:\n print(e)")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    finally:
+        writer.close()
+    assert "open for writing by another process" in proc.stdout, proc.stdout + proc.stderr
+
+
 # -- save -> analyse equals the live analysis --------------------------------------------------
 def test_analyse_equals_the_live_analysis_exactly(saved, tmp_path):
     run, live = saved
