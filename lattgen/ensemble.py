@@ -81,8 +81,8 @@ class EnsembleWriter:
 
     def __init__(self, path: str | Path, space: FieldSpace, *, n_chains: int, config: Mapping[str, Any],
                  dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
-                 save_every: int = 1, n_planned: int | None = None, n_therm: int | None = None, metadata: Mapping[str, Any] | None = None,
-                 block_steps: int | None = None, flush_every_s: float = 30.0, compress: bool = True):
+                 save_every: int = 1, n_planned: int | None = None, n_therm: int | None = None,
+                 metadata: Mapping[str, Any] | None = None, block_steps: int | None = None, flush_every_s: float = 30.0, compress: bool = True):
         from .config import dumps_toml
         from .jsonio import to_jsonable
 
@@ -114,7 +114,8 @@ class EnsembleWriter:
             "field_shape": np.asarray(space.shape, dtype=np.int64),
             "lattice": np.asarray(space.lattice.shape, dtype=np.int64),
             "dtype": str(self.element).replace("torch.", ""), "n_chains": self.n_chains,
-            "n_therm": int(n_therm) if n_therm is not None else int(run.get("n_therm") or -1),
+            "n_therm": int(n_therm if n_therm is not None else
+                           (run["n_therm"] if run.get("n_therm") is not None else -1)),
             "measure_every": int(run.get("measure_every", 1)), "save_every": self.save_every,
             "n_steps_planned": -1 if n_planned is None else int(n_planned),
             "n_steps_valid": 0, "complete": False, "acceptance": np.nan,
@@ -122,8 +123,8 @@ class EnsembleWriter:
         }
         f.attrs.update(attrs)
         np_dtype = torch.empty((), dtype=self.element).numpy().dtype
-        #: gzip level 1 with byte shuffling: the fastest gzip; Monte Carlo noise in float64 compresses
-        #: to about 0.9 at any level, so a higher one only costs time
+        #: gzip level 1 with byte shuffling: the fastest gzip; float64 Monte Carlo fields compress to
+        #: 0.7-0.9 at any level (docs/benchmarks.md), so a higher level only costs time
         self._filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
         group = f.create_group("configs")
         for c in range(self.n_chains):
