@@ -2,7 +2,10 @@
 
 The names below are the public plugin API (docs/plugins.md): a plugin, built-in or third-party,
 imports only these from ``lattgen`` (a test walks the built-in plugins' imports). Everything
-else in the package is internal and may change.
+else in the package is internal and may change, except the Python API of the commands:
+``lattgen.api`` (``from lattgen import api``; docs/api.md), whose ``load_config``, ``analyse``,
+``compare`` and ``export_pyerrors`` and result types are also here (``api.sample`` and
+``api.train`` stay in ``api``: ``lattgen.sample`` and ``lattgen.train`` are modules).
 """
 
 from .action import Action
@@ -31,6 +34,18 @@ from .theory import ScalingLine, Theory
 from .training_data import make_training_data
 
 __version__ = "0.1.0"
+
+from . import api  # noqa: E402  (the commands' Python API; imports nothing heavy at import time)
+from .api import (  # noqa: E402
+    CompareResult,
+    ObservableResult,
+    SampleResult,
+    TrainResult,
+    analyse,
+    compare,
+    export_pyerrors,
+    load_config,
+)
 
 __all__ = [
     "Action",
@@ -70,4 +85,14 @@ __all__ = [
     "standard_normal_log_prob",
     "wrap_angle",
     "__version__",
+    # the commands' Python API (docs/api.md)
+    "api",
+    "CompareResult",
+    "ObservableResult",
+    "SampleResult",
+    "TrainResult",
+    "analyse",
+    "compare",
+    "export_pyerrors",
+    "load_config",
 ]

@@ -345,6 +345,16 @@ def gamma_method(
     return GammaResult(**out)
 
 
+def projected_fluctuations(data: Any, derive: Callable[[np.ndarray], Any] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(F(means) (m,), d_F (n_steps, n_chains, m)): a derived quantity's value before the replica
+    bias correction and its linearised fluctuations d_F = grad F . (a - A) about the overall mean,
+    exactly the series ``gamma_method`` analyses (exported to pyerrors by ``lattgen.export``)."""
+    arr = _as_data(data)
+    lin = _linearise(derive, arr, bias_correction=False)
+    return np.atleast_1d(lin.value), lin.deltas
+
+
 def effective_sample_size(
     data: Any, derive: Callable[[np.ndarray], Any] | None = None, S: float = 1.5
 ):

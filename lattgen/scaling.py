@@ -125,6 +125,10 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
     from . import distributed
 
     if distributed.is_main():  # torchrun: every point ran spread over the ranks; rank 0 writes
+        from .metadata import METADATA, run_metadata
+
+        device = resolved["points"][0]["compare"]["device"] if resolved["points"] else None
+        write_json(run_metadata(device), out / METADATA)
         write_json(result, out / "results.json")
         plot_scale(result, out)
     return result
@@ -143,8 +147,13 @@ def _pooled(summary: Mapping[str, Any], name: str) -> tuple[float, float]:
 
 def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
     """Log-log plot of tau_int(F) against x (xi, or the coupling) with fitted power laws, and
-    acceptance against x."""
-    from .plots import pyplot, save_figure
+    acceptance against x (the shared style of lattgen.plots)."""
+    from .plots import pyplot, save_figure, styled
+
+    return styled(_plot_scale)(result, out, pyplot, save_figure)
+
+
+def _plot_scale(result: Mapping[str, Any], out: Path, pyplot, save_figure) -> Path:
 
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))

@@ -79,11 +79,11 @@ LAYERS = (
     ("errors", "params", "lattice", "field", "theory", "action", "model", "observable", "sampler",
      "hookspecs", "rng", "fourier", "distributed", "memory", "outdir"),
     ("registry", "config", "build", "listing"),
-    ("analysis", "numerics", "reweight", "sample", "jsonio"),
+    ("analysis", "numerics", "reweight", "sample", "jsonio", "metadata", "ensemble", "reanalysis", "export"),
     ("train", "objectives", "evaluation", "checkpoints", "data_parallel", "training_data", "rundir",
      "curriculum"),
     ("compare_config", "harness", "entry_pool", "consistency", "scaling", "report", "plots", "docgen",
-     "cli", "__main__"),
+     "cli", "__main__", "api"),
 )
 
 
