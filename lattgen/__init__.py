@@ -6,6 +6,7 @@ else in the package is internal and may change.
 """
 
 from .action import Action
+from .conditional import ConditionalModel, coupling_ranges
 from .errors import (
     ConfigError,
     LatticeError,
@@ -37,6 +38,7 @@ __all__ = [
     "Bijection",
     "Chain",
     "Composition",
+    "ConditionalModel",
     "ConfigError",
     "FieldSpace",
     "FlowModel",
@@ -60,6 +62,7 @@ __all__ = [
     "UnitVectors",
     "UnknownComponentError",
     "apply_circulant",
+    "coupling_ranges",
     "hookimpl",
     "make_generator",
     "make_training_data",

@@ -5,13 +5,14 @@ from __future__ import annotations
 from lattgen import Param, ScalingLine, Theory, hookimpl
 
 PHI4_PARAMS = (
-    Param("beta", "float", doc="hopping parameter beta (form B); free field needs beta < 1/d", min=0),
-    Param("lam", "float", 0.5, doc="quartic coupling lam of lam (phi^2 - 1)^2", min=0),
+    Param("beta", "float", doc="hopping parameter beta (form B); free field needs beta < 1/d", min=0,
+          coupling=True),
+    Param("lam", "float", 0.5, doc="quartic coupling lam of lam (phi^2 - 1)^2", min=0, coupling=True),
 )
 
 PHI4_STANDARD_PARAMS = (
-    Param("m2", "float", doc="bare mass squared m2 (form A); free field needs m2 > 0"),
-    Param("lamA", "float", doc="quartic coupling lamA of lamA phi^4", min=0),
+    Param("m2", "float", doc="bare mass squared m2 (form A); free field needs m2 > 0", coupling=True),
+    Param("lamA", "float", doc="quartic coupling lamA of lamA phi^4", min=0, coupling=True),
 )
 
 
