@@ -199,6 +199,11 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force:
             f"{target}: a [model] section needs a trained model; run `lattgen train {target} "
             "--out RUN_DIR` first, then `lattgen sample RUN_DIR`"
         )
+    if model is not None:  # a conditional model refuses a coupling it was not trained on, before any output
+        from .build import build_action
+        from .conditional import condition_on
+
+        condition_on(model, build_action(config["action"], reg))
     distributed.init(config["run"]["device"])
     out = prepare_out(out, "sample", force)
     if trained_on is not None and trained_on != config["action"]:

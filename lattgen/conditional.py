@@ -75,6 +75,11 @@ class ConditionalModel(GenerativeModel):
 
     def __init__(self, action: Action, coupling_range: Mapping[str, tuple[float, float]]):
         super().__init__(action.lattice)
+        self.init_couplings(action, coupling_range)
+
+    def init_couplings(self, action: Action, coupling_range: Mapping[str, tuple[float, float]]) -> None:
+        """Record the trained box; the point starts at the action's couplings (a subclass that
+        also derives from another model calls this after that model's ``__init__``)."""
         self.coupling_range = {k: (float(lo), float(hi)) for k, (lo, hi) in coupling_range.items()}
         values = action.couplings()
         self.fixed = {k: v for k, v in values.items() if k not in self.coupling_range}
@@ -102,7 +107,7 @@ class ConditionalModel(GenerativeModel):
                                   f"{', '.join([*self.coupling_range, *self.fixed])})")
         outside = [f"{k} = {v:g} not in [{self.coupling_range[k][0]:g}, {self.coupling_range[k][1]:g}]"
                    for k, v in new.items() if not self.coupling_range[k][0] <= v <= self.coupling_range[k][1]]
-        if outside:
+        if outside and new != self.point:  # once per new point
             warnings.warn(f"conditional model used outside its trained range ({'; '.join(outside)}): "
                           "sampling stays exact but acceptance may be poor", LattgenWarning, stacklevel=2)
         self.point = new
@@ -143,3 +148,9 @@ class ConditionalModel(GenerativeModel):
 
     def log_prob(self, phi):
         return self.log_prob_at(phi, self.point_tensors(phi.shape[0]))
+
+
+def condition_on(model: GenerativeModel | None, action: Action) -> None:
+    """Set a ``ConditionalModel``'s point to ``action``'s couplings (no-op for other models)."""
+    if isinstance(model, ConditionalModel):
+        model.condition(action.couplings())

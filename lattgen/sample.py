@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__, distributed
 from .analysis import analyse_chain
+from .conditional import condition_on
 from .build import build_action, build_observables, default_observables, build_sampler, make_generator
 from .errors import ConfigError
 from .model import GenerativeModel
@@ -54,6 +55,7 @@ def run_sampling(
     generator = make_generator(seed, run["device"])
     if model is not None:
         model = model.to(run["device"])
+        condition_on(model, action)  # a conditional model samples q(. | the action's couplings)
     sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
     sampler.across_ranks = world > 1
     names = run["observables"]

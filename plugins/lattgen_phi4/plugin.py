@@ -41,14 +41,18 @@ def make_phi4(lattice, **params):
     """phi^4, seed's form B: S = sum_x [-beta sum_mu phi_x phi_{x+mu} + phi_x^2 + lam (phi_x^2 - 1)^2]."""
     from .action import Phi4Action
 
-    return Phi4Action(lattice, **params)
+    action = Phi4Action(lattice, **params)
+    action.coupling_params = {p.name: p for p in PHI4_PARAMS if p.coupling}  # also without the registry
+    return action
 
 
 def make_phi4_standard(lattice, **params):
     """phi^4, standard form A: S = sum_x [-2 sum_mu phi_x phi_{x+mu} + (2d + m2) phi_x^2 + lamA phi_x^4]."""
     from .action import Phi4StandardAction
 
-    return Phi4StandardAction(lattice, **params)
+    action = Phi4StandardAction(lattice, **params)
+    action.coupling_params = {p.name: p for p in PHI4_STANDARD_PARAMS if p.coupling}
+    return action
 
 
 @hookimpl

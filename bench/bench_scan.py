@@ -1,0 +1,114 @@
+"""Issue 15 benchmarks: amortised (conditional) flows over a beta scan, and the broken phase.
+
+(a) one conditional flow trained over beta in [0.55, 0.70] against 8 flows trained separately
+    with the same total time, IMH acceptance at 8 points (phi^4, L = 16, lam = 0.5):
+
+        bench-slot python bench/bench_scan.py conditional --time 1200 --out runs/scan_cond
+        bench-slot python bench/bench_scan.py separate --time 150 --out runs/scan_sep
+        python bench/bench_scan.py accept --cond runs/scan_cond --sep runs/scan_sep
+
+(b) broken phase, L = 16, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip) vs HMC:
+
+        bench-slot python bench/bench_scan.py broken --L 16 --out runs/broken16
+
+Every run is one thread (``torch.set_num_threads(1)``); acceptances are the expected IMH
+acceptance of 8192 fresh proposals (``lattgen.reweight.expected_imh_acceptance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lattgen.build import build_action, make_generator  # noqa: E402
+from lattgen.config import resolve_config  # noqa: E402
+from lattgen.evaluation import evaluate  # noqa: E402
+from lattgen.rundir import load_trained, train_run  # noqa: E402
+
+BETAS = [round(float(b), 6) for b in np.linspace(0.55, 0.70, 8)]
+LAM = 0.5
+
+
+def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1) -> dict:
+    raw = {"action": {"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM},
+           "model": model,
+           "train": {"max_time_s": time_s, "batch_size": 128, "lr": 2e-3, "threads": 1},
+           "run": {"seed": seed}}
+    return resolve_config(raw, require=("action", "model", "train"))
+
+
+def acceptance_at(model, beta: float, L: int, n: int = 8192) -> dict:
+    action = build_action({"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM})
+    if hasattr(model, "condition"):
+        model.condition({"beta": beta})
+    t0 = time.perf_counter()
+    m = evaluate(model, action, n, make_generator(7), batch_size=1024)
+    return {"beta": beta, "acceptance": m["acceptance"], "ess": m["ess"], "eval_s": time.perf_counter() - t0}
+
+
+def cmd_conditional(args):
+    model = {"name": args.model, "couplings": {"beta": [BETAS[0], BETAS[-1]]}, **json.loads(args.model_params)}
+    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time)
+    res = train_run(cfg, args.out, resume=True)
+    print(res.summary(), flush=True)
+    _, _, trained = load_trained(args.out)
+    rows = [acceptance_at(trained, b, args.L) for b in BETAS]
+    (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": res.elapsed_s, "steps": res.step,
+                                                                 "rows": rows}, indent=1))
+    print(json.dumps(rows))
+
+
+def cmd_separate(args):
+    rows = []
+    total = 0.0
+    for beta in BETAS:
+        out = Path(args.out) / f"beta{beta:g}"
+        res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time),
+                        out, resume=True)
+        total += res.elapsed_s
+        _, _, trained = load_trained(out)
+        rows.append({**acceptance_at(trained, beta, args.L), "train_s": res.elapsed_s, "steps": res.step})
+        print(rows[-1], flush=True)
+    (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": total, "rows": rows}, indent=1))
+
+
+def cmd_accept(args):
+    cond = json.loads((Path(args.cond) / "acceptance.json").read_text())
+    sep = json.loads((Path(args.sep) / "acceptance.json").read_text())
+    print(f"conditional: {cond['train_s']:.0f} s, {cond.get('steps')} steps; separate: {sep['train_s']:.0f} s total")
+    print("| beta | conditional | separate |\n|---|---|---|")
+    for c, s in zip(cond["rows"], sep["rows"]):
+        print(f"| {c['beta']:.4f} | {c['acceptance']:.3f} | {s['acceptance']:.3f} |")
+
+
+def main():
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn in (("conditional", cmd_conditional), ("separate", cmd_separate)):
+        s = sub.add_parser(name)
+        s.add_argument("--time", type=float, required=True, help="training seconds (separate: per point)")
+        s.add_argument("--out", required=True)
+        s.add_argument("--L", type=int, default=16)
+        s.add_argument("--model", default="conditional_multigrid" if name == "conditional" else "multigrid")
+        s.add_argument("--model-params", default="{}", help="JSON of extra [model] keys")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("accept")
+    s.add_argument("--cond", required=True)
+    s.add_argument("--sep", required=True)
+    s.set_defaults(fn=cmd_accept)
+    args = p.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
