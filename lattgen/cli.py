@@ -312,6 +312,30 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
     console.print(f"wrote {out / 'results.json'} and {out / 'scale.png'}")
 
 
+# -- scan -------------------------------------------------------------------------------------
+@cli.command("scan")
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory (resumable)")
+@force_option
+def scan_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
+    """Sample the action at every point of a coupling scan with every entry (docs/scan.md)."""
+    from .registry import get_registry
+    from .report import scan_table
+    from .scan import resolve_scan, run_scan
+
+    reg = get_registry()
+    resolved = resolve_scan(load_config_with_overrides(config_path, overrides), reg)
+    distributed.init(resolved["scan"]["device"])
+    out = prepare_out(out, "scan", force)
+    with EntryProgress() as bar:
+        result = run_scan(resolved, out, progress=bar)
+    for table in scan_table(result):
+        console.print(table)
+    console.print(f"wrote {out / 'results.json'} and {out / 'scan.png'}")
+
+
 class EntryProgress(Progress):
     """One progress line per compare entry and phase (train / sample)."""
 
