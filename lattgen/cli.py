@@ -303,12 +303,24 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
         result = run_scale(resolved, out, progress=bar)
     from rich.table import Table
 
-    table = Table(title="dynamic exponent: tau_int(chi) = c xi^z")
+    sc = result["scale"]
+    x_name = sc.get("x_observable") or ("L" if sc.get("x") == "L" else sc["coupling"])
+    table = Table(title=f"dynamic exponent: tau_int({result['figure_of_merit']}) = c {x_name}^z")
     for col in ("entry", "z", "chi^2/dof", "points"):
         table.add_column(col)
     for label, fit in result["fits"].items():
         table.add_row(label, f"{fit['z']:.2f} +- {fit['z_error']:.2f}", f"{fit['chi2_dof']:.2f}", str(fit["n_points"]))
     console.print(table)
+    stats = sorted({k for r in result["rows"] for k in r if k.endswith(("_sign_flips", "_chains_without_flip"))})
+    if stats:  # chain statistics (tunnelling between the ordered phases) per point
+        flips = Table(title="tunnelling per point: " + ", ".join(stats))
+        for col in ("L", sc["coupling"], "entry", f"tau_int({result['figure_of_merit']})", *stats):
+            flips.add_column(col, justify="right")
+        for r in result["rows"]:
+            tau = r.get("tau_int")
+            flips.add_row(str(r["L"]), f"{r['coupling']:g}", r["label"], f"{tau:.3g}" if tau is not None else "-",
+                          *(f"{r[k]:g}" if isinstance(r.get(k), (int, float)) else "-" for k in stats))
+        console.print(flips)
     console.print(f"wrote {out / 'results.json'} and {out / 'scale.png'}")
 
 

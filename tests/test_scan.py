@@ -130,3 +130,22 @@ def test_a_conditional_run_directory_serves_its_range_and_refuses_other_coupling
                                  require=("action", "model", "train")), plain, registry=REG)
         bad["entries"] = [{"run_dir": str(plain)}]
         run_scan(resolve_scan(bad, REG), tmp_path / "o4", registry=REG)
+
+
+def test_scale_in_the_broken_phase_against_L_with_sign_flips(tmp_path):
+    """[scale] x = "L" with observable = "magnetisation": tau_int(m) against L at fixed beta, and
+    the sign flips of each chain (magnetisation_sign's chain statistic) in every row."""
+    from lattgen.scaling import resolve_scale, run_scale
+
+    raw = {"action": {"name": "phi4", "lattice": [4, 4], "beta": 0.7, "lam": 0.5},
+           "scale": {"points": [[4, 0.7], [6, 0.7]], "coupling": "beta", "x": "L", "observable": "magnetisation"},
+           "compare": {"n_samples": 256, "workers": 1},
+           "entries": [{"sampler": {"name": "hmc", "n_chains": 4}}]}
+    result = run_scale(resolve_scale(raw, REG), tmp_path, registry=REG)
+    assert result["figure_of_merit"] == "magnetisation"
+    assert [r["xi"] for r in result["rows"]] == [4.0, 6.0]
+    for r in result["rows"]:
+        assert r["tau_int"] > 0 and 0 <= r["magnetisation_sign_sign_flips"] <= 4 * 64
+        assert r["magnetisation_sign_chains_without_flip"] <= 4
+    with pytest.raises(ConfigError, match="scale.observable: unknown observable 'nope'"):
+        resolve_scale({**raw, "scale": {**raw["scale"], "observable": "nope"}}, REG)
