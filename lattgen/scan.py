@@ -362,7 +362,7 @@ def _row(res: Mapping[str, Any], point, label: str, kind: str, fom, target: floa
         o = obs.get(name)
         if not isinstance(o, Mapping):
             continue
-        for key in ("value", "error", "tau_int", "tau_int_error"):
+        for key in ("value", "error", "tau_int", "tau_int_error", "n_eff"):
             if isinstance(o.get(key), (int, float)):
                 row[f"{name}_{key}" if key != "value" else name] = o[key]
         for key, v in o.items():  # chain statistics (for example sign flips) of an observable
