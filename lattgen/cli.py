@@ -1,4 +1,4 @@
-"""Command-line interface: ``lattgen list | sample | train | compare | scale``.
+"""Command-line interface: ``lattgen list | sample | train | compare | scale | scan``.
 
 Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
 of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
