@@ -38,10 +38,10 @@ BETAS = [round(float(b), 6) for b in np.linspace(0.55, 0.70, 8)]
 LAM = 0.5
 
 
-def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1) -> dict:
+def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1, clock: str = "wall") -> dict:
     raw = {"action": {"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM},
            "model": model,
-           "train": {"max_time_s": time_s, "batch_size": 128, "lr": 2e-3, "threads": 1},
+           "train": {"max_time_s": time_s, "batch_size": 128, "lr": 2e-3, "threads": 1, "clock": clock},
            "run": {"seed": seed}}
     return resolve_config(raw, require=("action", "model", "train"))
 
@@ -57,7 +57,7 @@ def acceptance_at(model, beta: float, L: int, n: int = 8192) -> dict:
 
 def cmd_conditional(args):
     model = {"name": args.model, "couplings": {"beta": [BETAS[0], BETAS[-1]]}, **json.loads(args.model_params)}
-    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time)
+    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time, clock=args.clock)
     res = train_run(cfg, args.out, resume=True)
     print(res.summary(), flush=True)
     _, _, trained = load_trained(args.out)
@@ -72,8 +72,8 @@ def cmd_separate(args):
     total = 0.0
     for beta in BETAS:
         out = Path(args.out) / f"beta{beta:g}"
-        res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time),
-                        out, resume=True)
+        res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time,
+                               clock=args.clock), out, resume=True)
         total += res.elapsed_s
         _, _, trained = load_trained(out)
         rows.append({**acceptance_at(trained, beta, args.L), "train_s": res.elapsed_s, "steps": res.step})
@@ -101,6 +101,7 @@ def main():
         s.add_argument("--L", type=int, default=16)
         s.add_argument("--model", default="conditional_multigrid" if name == "conditional" else "multigrid")
         s.add_argument("--model-params", default="{}", help="JSON of extra [model] keys")
+        s.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="[train] clock of the budget")
         s.set_defaults(fn=fn)
     s = sub.add_parser("accept")
     s.add_argument("--cond", required=True)

@@ -134,3 +134,18 @@ def test_points_the_model_cannot_serve():
         warnings.simplefilter("error")
         model.condition({"beta": 0.5})  # the same point again: warned once
         model.condition({"beta": 0.4})
+
+
+def test_a_cpu_clock_budget_counts_process_time(monkeypatch):
+    """[train] clock = "cpu": max_time_s is counted on time.process_time (here a fake clock that
+    advances 1 s per read), not on the wall clock."""
+    import time
+
+    from lattgen.train import train
+
+    action, model = model_for("conditional_equivariant", scale=0.0)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(time, "process_time", lambda: float(next(ticks)))
+    res = train(model, action, {"max_time_s": 5, "batch_size": 4, "clock": "cpu", "log_every": 1000,
+                                "eval_batch": 4}, generator=torch.Generator().manual_seed(0))
+    assert res.stopped_by == "max_time_s" and 2 <= res.step <= 6 and res.elapsed_s >= 5
