@@ -29,10 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lattgen.build import build_action, make_generator  # noqa: E402
-from lattgen.config import resolve_config  # noqa: E402
-from lattgen.evaluation import evaluate  # noqa: E402
-from lattgen.rundir import load_trained, train_run  # noqa: E402
+from lattgen.build import build_action, make_generator
+from lattgen.config import resolve_config
+from lattgen.evaluation import evaluate
+from lattgen.rundir import load_trained, train_run
 
 BETAS = [round(float(b), 6) for b in np.linspace(0.55, 0.70, 8)]
 LAM = 0.5

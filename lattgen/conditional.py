@@ -86,7 +86,7 @@ class ConditionalModel(GenerativeModel):
         self.point = {k: values.get(k, 0.5 * (lo + hi)) for k, (lo, hi) in self.coupling_range.items()}
 
     # -- the point -----------------------------------------------------------------------------
-    def condition(self, point: Mapping[str, float]) -> "ConditionalModel":
+    def condition(self, point: Mapping[str, float]) -> ConditionalModel:
         """Set the point of ``sample``/``log_prob`` (a coupling not given keeps its value).
 
         ConfigError for a coupling the model was not conditioned on at another value than the

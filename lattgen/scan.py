@@ -281,10 +281,10 @@ def run_scan(resolved: Mapping[str, Any], out_dir: str | Path, registry: Registr
     import torch
 
     from .build import build_action
+    from .config import dumps_toml
     from .jsonio import json_text
     from .outdir import write_together
     from .sample import run_sampling
-    from .config import dumps_toml
 
     reg = registry or get_registry()
     out = Path(out_dir)
@@ -316,9 +316,9 @@ def run_scan(resolved: Mapping[str, Any], out_dir: str | Path, registry: Registr
                     point_model, point_train_s = _train(cfg, where / "train", reg, progress, label)
                 t0 = time.perf_counter()
 
-                def sample_progress(done, total_, _label=label):
+                def sample_progress(done, total_, _label=label, _tag=point_tag(point)):
                     if progress:
-                        progress(_label, f"sample {point_tag(point)}", done, total_)
+                        progress(_label, f"sample {_tag}", done, total_)
 
                 res, _ = run_sampling({k: v for k, v in cfg.items() if k != "run_dir"}, model=point_model,
                                       registry=reg, progress=sample_progress,

@@ -8,12 +8,12 @@ import warnings
 
 import pytest
 import torch
+from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import ConditionalModel, ConfigError, LattgenWarning, standard_normal_log_prob
 from lattgen.build import build_action, build_model
 from lattgen.objectives import reverse_kl_objective
 from lattgen.registry import get_registry
-from rounding import assert_close_to_rounding, scalar_condition
 
 REG = get_registry()
 NAMES = ("conditional_equivariant", "conditional_multigrid")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import ConfigError, Lattice, Param, coupling_ranges
 from lattgen.build import build_action
 from lattgen.registry import get_registry
-from rounding import assert_close_to_rounding, scalar_condition
 
 REG = get_registry()
 
