@@ -315,8 +315,9 @@ def run_scan(resolved: Mapping[str, Any], out_dir: str | Path, registry: Registr
                 if entry["kind"] == "per_point":
                     point_model, point_train_s = _train(cfg, where / "train", reg, progress, label)
                 t0 = time.perf_counter()
+                tag = point_tag(point)
 
-                def sample_progress(done, total_, _label=label, _tag=point_tag(point)):
+                def sample_progress(done, total_, _label=label, _tag=tag):
                     if progress:
                         progress(_label, f"sample {_tag}", done, total_)
 
