@@ -18,7 +18,13 @@ from typing import Any
 
 from . import __version__, distributed
 from .analysis import analyse_chain
-from .build import build_action, build_observables, build_sampler, default_observables, make_generator
+from .build import (
+    build_action,
+    build_observables,
+    build_sampler,
+    default_observables,
+    make_generator,
+)
 from .conditional import condition_on
 from .errors import ConfigError
 from .model import GenerativeModel
