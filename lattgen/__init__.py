@@ -9,6 +9,7 @@ else in the package is internal and may change, except the Python API of the com
 """
 
 from .action import Action
+from .conditional import ConditionalModel, coupling_ranges
 from .errors import (
     ConfigError,
     LatticeError,
@@ -52,6 +53,7 @@ __all__ = [
     "Bijection",
     "Chain",
     "Composition",
+    "ConditionalModel",
     "ConfigError",
     "FieldSpace",
     "FlowModel",
@@ -75,6 +77,7 @@ __all__ = [
     "UnitVectors",
     "UnknownComponentError",
     "apply_circulant",
+    "coupling_ranges",
     "hookimpl",
     "make_generator",
     "make_training_data",

@@ -401,6 +401,9 @@ def analyse_chain(
             res["index"] = obs.index
             if obs.index_values:
                 res["index_values"] = to_python(np.asarray(obs.index_values))
+        if obs.chain_statistics is not None:
+            for key, v in obs.chain_statistics(np.asarray(chain.primaries[name])).items():
+                res[f"chain_{key}"] = float(v)
         results[name] = res
     if troubled:  # one warning per chain, naming the observables, instead of one per observable
         first = next(iter(troubled.values()))

@@ -220,6 +220,11 @@ def prepare_sample(target: ConfigSource | SamplePlan, overrides: Sequence[str] =
             config = load_config(path, overrides, registry=reg)
         else:
             raise RunDirError(f"{str(target)!r} is neither a config file nor a run directory")
+    if model is not None:  # a conditional model refuses a coupling it was not trained on, before any output
+        from .build import build_action
+        from .conditional import condition_on
+
+        condition_on(model, build_action(config["action"], reg))
     if model is None and "model" in config:
         raise RunDirError(f"{target}: a [model] section needs a trained model; run `lattgen train {target} "
                           "--out RUN_DIR` first, then `lattgen sample RUN_DIR`")

@@ -1,4 +1,4 @@
-"""Command-line interface: ``lattgen list | sample | analyse | export | train | compare | scale``.
+"""Command-line interface: ``lattgen list | sample | analyse | export | train | compare | scale | scan``.
 
 Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
 of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
@@ -302,13 +302,49 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
         result = run_scale(resolved, out, progress=bar)
     from rich.table import Table
 
-    table = Table(title="dynamic exponent: tau_int(chi) = c xi^z")
+    sc = result["scale"]
+    x_name = sc.get("x_observable") or ("L" if sc.get("x") == "L" else sc["coupling"])
+    table = Table(title=f"dynamic exponent: tau_int({result['figure_of_merit']}) = c {x_name}^z")
     for col in ("entry", "z", "chi^2/dof", "points"):
         table.add_column(col)
     for label, fit in result["fits"].items():
         table.add_row(label, f"{fit['z']:.2f} +- {fit['z_error']:.2f}", f"{fit['chi2_dof']:.2f}", str(fit["n_points"]))
     console.print(table)
+    stats = sorted({k for r in result["rows"] for k in r if k.endswith(("_sign_flips", "_chains_without_flip"))})
+    if stats:  # chain statistics (tunnelling between the ordered phases) per point
+        flips = Table(title="tunnelling per point: " + ", ".join(stats))
+        for col in ("L", sc["coupling"], "entry", f"tau_int({result['figure_of_merit']})", *stats):
+            flips.add_column(col, justify="right")
+        for r in result["rows"]:
+            tau = r.get("tau_int")
+            flips.add_row(str(r["L"]), f"{r['coupling']:g}", r["label"], f"{tau:.3g}" if tau is not None else "-",
+                          *(f"{r[k]:g}" if isinstance(r.get(k), (int, float)) else "-" for k in stats))
+        console.print(flips)
     console.print(f"wrote {out / 'results.json'} and {out / 'scale.png'}")
+
+
+# -- scan -------------------------------------------------------------------------------------
+@cli.command("scan")
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory (resumable)")
+@force_option
+def scan_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
+    """Sample the action at every point of a coupling scan with every entry (docs/scan.md)."""
+    from .registry import get_registry
+    from .report import scan_table
+    from .scan import resolve_scan, run_scan
+
+    reg = get_registry()
+    resolved = resolve_scan(load_config_with_overrides(config_path, overrides), reg)
+    distributed.init(resolved["scan"]["device"])
+    out = prepare_out(out, "scan", force)
+    with EntryProgress() as bar:
+        result = run_scan(resolved, out, progress=bar)
+    for table in scan_table(result):
+        console.print(table)
+    console.print(f"wrote {out / 'results.json'} and {out / 'scan.png'}")
 
 
 class EntryProgress(Progress):

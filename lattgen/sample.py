@@ -19,7 +19,14 @@ from typing import Any
 
 from . import __version__, distributed
 from .analysis import analyse_chain
-from .build import build_action, build_observables, default_observables, build_sampler, make_generator
+from .build import (
+    build_action,
+    build_observables,
+    build_sampler,
+    default_observables,
+    make_generator,
+)
+from .conditional import condition_on
 from .errors import ConfigError
 from .metadata import run_metadata
 from .model import GenerativeModel
@@ -61,6 +68,7 @@ def run_sampling(
     generator = make_generator(seed, run["device"])
     if model is not None:
         model = model.to(run["device"])
+        condition_on(model, action)  # a conditional model samples q(. | the action's couplings)
     sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
     sampler.across_ranks = world > 1
     observables = build_observables(action.lattice, run_observables(config, action, reg), reg)
