@@ -108,7 +108,7 @@ def run_obsdata(results: Mapping[str, Any], primaries: Mapping[str, np.ndarray],
     """(pyerrors obsdata entries, observable names exported, components left out) of one run."""
     action = build_action(results["action"], registry)
     names = [n for n in results["observables"] if n in primaries]
-    observables = build_observables(action.lattice, names, registry)
+    observables = build_observables(action.lattice, names, registry, field=action.field_space.manifold)
     ens = ensemble_name(results, label)
     out, skipped = [], []
     for name, obs in observables.items():

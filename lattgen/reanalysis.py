@@ -76,7 +76,7 @@ def analyse_ensemble(
     t0 = time.perf_counter()
     ens, config, action, names = open_checked(path, observables, reg)
     with ens:
-        obs = build_observables(action.lattice, names, reg)
+        obs = build_observables(action.lattice, names, reg, field=action.field_space.manifold)
         if not ens.complete:
             warnings.warn(f"{ens.path} is incomplete (the run was interrupted): analysing the "
                           f"{ens.n_steps} steps it holds", LattgenWarning, stacklevel=2)

@@ -71,7 +71,8 @@ def run_sampling(
         condition_on(model, action)  # a conditional model samples q(. | the action's couplings)
     sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
     sampler.across_ranks = world > 1
-    observables = build_observables(action.lattice, run_observables(config, action, reg), reg)
+    observables = build_observables(action.lattice, run_observables(config, action, reg), reg,
+                                   field=action.field_space.manifold)
     writer = None
     if save_configs is not None:
         if world > 1:
