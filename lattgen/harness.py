@@ -27,6 +27,8 @@ from .compare_config import config_hash, entry_config, resolve_compare, toml_rea
 from .consistency import consistency
 from .checkpoints import METRICS, read_metrics
 from .entry_pool import run_parallel
+from .export import PRIMARIES, primaries_npz
+from .metadata import METADATA, metadata_text
 from .outdir import write_together
 from .registry import Registry, get_registry
 from .theory import Theory
@@ -85,7 +87,8 @@ def run_entry(
     results["performance"] = performance(results, training, compare["target_rel_error"], theory)
     if main:  # results.json last: it marks the entry finished (with config.toml, in one commit)
         np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain, theory.histogram))
-        write_together(out, {"config.toml": dumps_toml(cfg), "results.json": json_text(results)})
+        write_together(out, {"config.toml": dumps_toml(cfg), "results.json": json_text(results),
+                             PRIMARIES: primaries_npz(chain)})
     return results
 
 
@@ -212,12 +215,28 @@ def run_compare(
     for r in ordered:
         r["consistency"] = cons[r["label"]]
     summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered,
-               "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered}}
+               "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered},
+               "exact": exact_scalars(action, ordered, registry)}
     if main:  # config and summary together, at the end: an interrupted rerun leaves the old pair
-        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary)})
+        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary),
+                             METADATA: metadata_text(compare["device"])})
         compare_plots(summary, out)
     distributed.barrier()
     return summary
+
+
+def exact_scalars(action: Mapping[str, Any], entries, registry: Registry | None = None) -> dict[str, float]:
+    """The action's exact values (``Action.exact``) of the scalar observables the entries measured,
+    for the compare report's "exact" row; {} where the action knows none."""
+    from .build import build_action
+
+    try:
+        exact = build_action(action, registry or get_registry()).exact() or {}
+    except Exception:  # noqa: BLE001 - a plugin's exact results are a courtesy, never a failure
+        return {}
+    measured = {n for e in entries for n, o in e["observables"].items() if isinstance(o.get("value"), (int, float))}
+    return {n: float(v) for n, v in exact.items()
+            if n in measured and isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
 
 
 def _finished(entry, action, compare, out: Path) -> dict[str, Any] | None:

@@ -108,7 +108,12 @@ class ComponentSpec:
                               f"{type(exc).__name__}: {first}") from exc
         if self.kind == "action":
             built.name = self.name  # its theory's key (Registry.theory)
+            built.coupling_params = self.couplings()
         return built
+
+    def couplings(self) -> dict[str, Param]:
+        """The continuous couplings among the parameters (``Param(coupling=True)``), by name."""
+        return {p.name: p for p in self.params if p.coupling}
 
     def to_dict(self) -> dict:
         return {

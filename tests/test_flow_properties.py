@@ -1,4 +1,5 @@
-"""Property tests of EVERY registered flow layer and flow model (a new plugin's are picked up here).
+"""Property tests of EVERY registered flow layer and flow model on real fields (``field="real"``;
+a new plugin's are picked up here; those on link angles in test_flow_properties_circle.py).
 
 For each layer (built with its declared defaults, plus a few variants of the built-ins) and each
 model that is a ``FlowModel``, with random non-trivial weights (the zero-initialised couplings
@@ -50,7 +51,7 @@ LAYER_CASES = [
     for spec in REG.specs("layer") if spec.meta.get("field", "real") == "real"
     for i, params in enumerate([{}] + VARIANTS.get(spec.name, []))
 ]
-#: models of real fields (models of other manifolds have their own property tests, e.g. test_cpn_flow.py)
+#: models of real fields (angle-valued ones in test_flow_properties_circle.py, CP^{N-1} ones in test_cpn_flow.py)
 MODEL_NAMES = [s.name for s in REG.specs("model") if s.meta.get("field", "real") == "real"]
 #: shapes offered to models: the layer shapes plus lattices a two-level multigrid model accepts
 MODEL_SHAPES = [*SHAPES, (8,), (4, 8), (4, 4, 4)]
