@@ -24,6 +24,7 @@ from lattgen import LattgenWarning, Lattice, LinkAngles, RealField, UnitVectors
 from lattgen.cli import cli
 from lattgen.config import resolve_config
 from lattgen.ensemble import Ensemble, EnsembleError, EnsembleWriter
+from lattgen.jsonio import json_text
 from lattgen.reanalysis import analyse_ensemble
 from lattgen.registry import Registry
 from lattgen.sample import run_sampling
@@ -172,6 +173,22 @@ def test_analyse_a_subset_of_observables_and_thinned_ensembles(saved, tmp_path):
     results, _ = analyse_ensemble(run / "ensemble.h5", ["susceptibility"])
     assert list(results["observables"]) == ["susceptibility"]
     assert results["observables"]["susceptibility"] == live["observables"]["susceptibility"]
+
+
+@pytest.mark.parametrize("theory, space", [("u1", "LinkAngles"), ("cpn", "UnitVectors")])
+def test_installed_theories_save_and_analyse_exactly(registry, tmp_path, theory, space):
+    """The link-angle and complex unit-vector theories through save -> analyse (NaN-aware: JSON)."""
+    if theory not in registry.names("action"):
+        pytest.skip(f"theory {theory} is not installed")
+    config = resolve_config({"action": {"name": theory, "lattice": [4, 4], "beta": 1.0},
+                             "sampler": {"n_chains": 4}, "run": {"n_samples": 160, "n_therm": 10, "seed": 3}},
+                            registry)
+    live, _ = run_sampling(config, registry=registry, save_configs=tmp_path / "e.h5")
+    again, _ = analyse_ensemble(tmp_path / "e.h5", registry=registry)
+    as_json = lambda r: json.loads(json_text(r["observables"]))  # noqa: E731
+    assert as_json(again) == as_json(live)
+    with Ensemble(tmp_path / "e.h5") as ens:
+        assert ens.attrs["field_space"] == space and ens.n_steps == 40
 
 
 def test_an_interrupted_ensemble_is_analysed_with_a_warning(saved, tmp_path):
