@@ -140,15 +140,17 @@ def test_a_killed_run_leaves_a_readable_file_with_its_blocks(tmp_path):
 
 
 def test_an_ensemble_being_written_is_refused_in_one_line(tmp_path):
-    writer = EnsembleWriter(tmp_path / "e.h5", RealField(Lattice([2, 2])), n_chains=1,
-                            config={"action": {}, "run": {}})
+    """Another process holds the file open for writing (HDF5's lock): named as such, not as damaged."""
+    path = tmp_path / "e.h5"
+    code = f"import h5py, sys, time\nf = h5py.File({str(path)!r}, 'w')\nprint('open', flush=True)\ntime.sleep(60)"
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        code = (f"from lattgen.ensemble import Ensemble, EnsembleError\ntry:\n Ensemble({str(tmp_path / 'e.h5')!r})\n"
-                "except EnsembleError as e:\n print(e)")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        assert writer.stdout.readline().strip() == "open"
+        with pytest.raises(EnsembleError, match="open for writing by another process"):
+            Ensemble(path)
     finally:
-        writer.close()
-    assert "open for writing by another process" in proc.stdout, proc.stdout + proc.stderr
+        writer.kill()
+        writer.wait()
 
 
 # -- save -> analyse equals the live analysis --------------------------------------------------
