@@ -102,6 +102,16 @@ def _plotdata(out: Path, label: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def histogram_bins(values: np.ndarray, default: int = 60):
+    """Unit bins centred on the integers for integer-valued data with few distinct values (for
+    example a topological charge), else ``default`` equal bins."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size and np.all(v == np.round(v)) and v.max() - v.min() <= 200:
+        return np.arange(v.min() - 0.5, v.max() + 1.5)
+    return default
+
+
 def plot_histograms(summary, out: Path) -> Path:
     """Histograms of the theory's histogrammed quantity (all entries; for example a magnetisation) and
     of log-weights (model entries)."""
@@ -112,7 +122,8 @@ def plot_histograms(summary, out: Path) -> Path:
         data = _plotdata(out, e["label"])
         values = data.get("hist", data.get("m"))  # "m": plot data written before theories declared it
         if values is not None:
-            axes[0].hist(values.ravel(), bins=60, density=True, histtype="step", label=e["label"])
+            axes[0].hist(values.ravel(), bins=histogram_bins(values), density=True, histtype="step",
+                         label=e["label"])
         if "log_weights" in data:
             lw = data["log_weights"].ravel().astype(np.float64)
             lw = lw[np.isfinite(lw)]
