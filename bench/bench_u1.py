@@ -71,7 +71,7 @@ def run_flow(args, exact):
     cfg = resolve_config(raw, require=("action", "model", "train"))
     out = Path(args.out)
     result = train_run(cfg, out, resume=True)
-    config, action, model = load_trained(out)
+    config, _, model = load_trained(out)
     sample_cfg = dict(config, sampler={"name": "imh", "n_chains": 16, "batch_size": 64},
                       run=dict(config["run"], n_samples=args.samples, observables=OBSERVABLES))
     sample_cfg = resolve_config(sample_cfg, require=("action", "sampler"))
