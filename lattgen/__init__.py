@@ -2,10 +2,14 @@
 
 The names below are the public plugin API (docs/plugins.md): a plugin, built-in or third-party,
 imports only these from ``lattgen`` (a test walks the built-in plugins' imports). Everything
-else in the package is internal and may change.
+else in the package is internal and may change, except the Python API of the commands:
+``lattgen.api`` (``from lattgen import api``; docs/api.md), whose ``load_config``, ``analyse``,
+``compare`` and ``export_pyerrors`` and result types are also here (``api.sample`` and
+``api.train`` stay in ``api``: ``lattgen.sample`` and ``lattgen.train`` are modules).
 """
 
 from .action import Action
+from .conditional import ConditionalModel, coupling_ranges
 from .errors import (
     ConfigError,
     LatticeError,
@@ -32,11 +36,24 @@ from .training_data import make_training_data
 
 __version__ = "0.1.0"
 
+from . import api  # noqa: E402  (the commands' Python API; imports nothing heavy at import time)
+from .api import (  # noqa: E402
+    CompareResult,
+    ObservableResult,
+    SampleResult,
+    TrainResult,
+    analyse,
+    compare,
+    export_pyerrors,
+    load_config,
+)
+
 __all__ = [
     "Action",
     "Bijection",
     "Chain",
     "Composition",
+    "ConditionalModel",
     "ConfigError",
     "FieldSpace",
     "FlowModel",
@@ -60,6 +77,7 @@ __all__ = [
     "UnitVectors",
     "UnknownComponentError",
     "apply_circulant",
+    "coupling_ranges",
     "hookimpl",
     "make_generator",
     "make_training_data",
@@ -70,4 +88,14 @@ __all__ = [
     "standard_normal_log_prob",
     "wrap_angle",
     "__version__",
+    # the commands' Python API (docs/api.md)
+    "api",
+    "CompareResult",
+    "ObservableResult",
+    "SampleResult",
+    "TrainResult",
+    "analyse",
+    "compare",
+    "export_pyerrors",
+    "load_config",
 ]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from .errors import ConfigError
 from .field import FieldSpace, RealField
 from .lattice import Lattice
 
@@ -26,6 +28,9 @@ class Action(abc.ABC):
     z2_symmetric: bool = False
     #: the action is invariant under lattice translations (lets IMH add random translations)
     translation_invariant: bool = True
+    #: the continuous couplings, name -> Param (``Param(coupling=True)``; the registry sets it when
+    #: it builds the action): what a conditional model and ``lattgen scan`` may vary
+    coupling_params: dict = {}
 
     def __init__(self, lattice: Lattice):
         self.lattice = lattice
@@ -63,6 +68,29 @@ class Action(abc.ABC):
     def params(self) -> dict[str, Any]:
         """Parameters that define this action (written to results.json)."""
         return {}
+
+    def couplings(self) -> dict[str, float]:
+        """The values of this action's continuous couplings (``coupling_params``) at its point."""
+        return {name: float(self.params[name]) for name in self.coupling_params if name in self.params}
+
+    def action_at(self, phi: torch.Tensor, couplings: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """S(phi_i; c_i) with per-configuration couplings: each value of ``couplings`` has shape
+        (batch,); a coupling not given keeps this action's value. Shape (batch,), phi's dtype.
+
+        What an amortised model's training needs (couplings drawn per configuration). Default:
+        unsupported; an action with couplings overrides it with a vectorised form.
+        """
+        raise ConfigError(f"action {self.name or type(self).__name__!r} cannot evaluate per-configuration "
+                          "couplings (Action.action_at); a conditional model cannot be trained on it")
+
+    def check_couplings(self, couplings: Mapping[str, Any], n: int) -> None:
+        """ConfigError unless every key is a coupling of this action with a value of shape (n,)."""
+        for name, value in couplings.items():
+            if name not in self.coupling_params:
+                raise ConfigError(f"{name!r} is not a coupling of action {self.name or type(self).__name__!r}; "
+                                  f"its couplings are: {', '.join(self.coupling_params) or '(none)'}")
+            if tuple(value.shape) != (n,):
+                raise ValueError(f"coupling {name}: expected shape ({n},), got {tuple(value.shape)}")
 
     def action_float64(self, phi: torch.Tensor) -> torch.Tensor:
         """S(phi) in float64 whatever phi's dtype (Metropolis tests on Delta S of O(V) need it).

@@ -345,6 +345,16 @@ def gamma_method(
     return GammaResult(**out)
 
 
+def projected_fluctuations(data: Any, derive: Callable[[np.ndarray], Any] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(F(means) (m,), d_F (n_steps, n_chains, m)): a derived quantity's value before the replica
+    bias correction and its linearised fluctuations d_F = grad F . (a - A) about the overall mean,
+    exactly the series ``gamma_method`` analyses (exported to pyerrors by ``lattgen.export``)."""
+    arr = _as_data(data)
+    lin = _linearise(derive, arr, bias_correction=False)
+    return np.atleast_1d(lin.value), lin.deltas
+
+
 def effective_sample_size(
     data: Any, derive: Callable[[np.ndarray], Any] | None = None, S: float = 1.5
 ):
@@ -391,6 +401,9 @@ def analyse_chain(
             res["index"] = obs.index
             if obs.index_values:
                 res["index_values"] = to_python(np.asarray(obs.index_values))
+        if obs.chain_statistics is not None:
+            for key, v in obs.chain_statistics(np.asarray(chain.primaries[name])).items():
+                res[f"chain_{key}"] = float(v)
         results[name] = res
     if troubled:  # one warning per chain, naming the observables, instead of one per observable
         first = next(iter(troubled.values()))

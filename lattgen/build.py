@@ -68,9 +68,13 @@ def default_observables(action: Action, theory_observables: Sequence[str] | None
 
 
 def build_observables(
-    lattice: Lattice, names: Sequence[str] | None = None, registry: Registry | None = None
+    lattice: Lattice, names: Sequence[str] | None = None, registry: Registry | None = None,
+    field: str | None = None,
 ) -> dict[str, Observable]:
-    """The named observables (default: every registered one) for ``lattice``."""
+    """The named observables (default: every registered one) for ``lattice``; ``field`` (the
+    action's ``field_space.manifold``) picks among observables of one name registered for
+    several manifolds, and restricts the default to that manifold's."""
     reg = _registry(registry)
-    names = list(names) if names is not None else reg.names("observable")
-    return {n: reg.get("observable", n).build(lattice, where=f"observable {n}") for n in names}
+    if names is None:
+        names = reg.names("observable") if field is None else reg.for_field_name("observable", field)
+    return {n: reg.get("observable", n, field=field).build(lattice, where=f"observable {n}") for n in names}

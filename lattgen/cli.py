@@ -1,4 +1,4 @@
-"""Command-line interface: ``lattgen list | sample | train | compare | scale``.
+"""Command-line interface: ``lattgen list | sample | analyse | export | train | compare | scale | scan``.
 
 Every error a user can cause is a LattgenError, printed as one line (exit status 2) instead
 of a traceback. Each run writes a directory: resolved config.toml, results.json, and more.
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import distributed, outdir
-from .errors import LattgenError, RunDirError
+from .errors import LattgenError
 from .memory import is_out_of_memory
 
 console = Console()
@@ -159,61 +159,71 @@ def list_cmd(as_json: bool, markdown: bool, kind: tuple[str, ...]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="override a config value (repeatable)")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+@click.option("--save-configs", is_flag=True,
+              help="write the measured configurations to OUT/ensemble.h5 (HDF5, docs/ensembles.md)")
+@click.option("--save-every", type=click.IntRange(min=1), default=1, metavar="K",
+              help="with --save-configs: keep every K-th measured configuration")
+@click.option("--no-compression", is_flag=True,
+              help="with --save-configs: store the configurations uncompressed (faster, about 1.4x larger)")
 @force_option
-def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
+def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force: bool, save_configs: bool,
+               save_every: int, no_compression: bool) -> None:
     """Sample TARGET: a CONFIG.toml, or a trained RUN_DIR (its model proposes, sampler imh)."""
-    from .config import dumps_toml, resolve_config
-    from .jsonio import json_text
-    from .registry import get_registry
+    from . import api
+    from .errors import ConfigError
     from .report import print_sample_report
-    from .sample import run_sampling
 
-    reg = get_registry()
-    path = Path(target)
-    model = None
-    trained_on = None
-    if path.is_dir():
-        from .config import apply_overrides
-        from .rundir import load_trained
-
-        # the action is rebuilt from the (possibly overridden) config below, not reused from here
-        base, _, model = load_trained(path, reg)
-        # the run's own [sampler] is the theory's default; a trained model proposes through the
-        # registered model sampler (needs_model=True)
-        from .compare_config import model_sampler
-
-        proposal = model_sampler(reg)
-        if proposal is None:
-            raise RunDirError("no installed sampler takes a generative model (needs_model=True) to sample "
-                              f"the run directory {target!r} with")
-        base["sampler"] = {"name": proposal}
-        trained_on = dict(base["action"])
-        raw = apply_overrides(base, overrides)
-    elif path.is_file():
-        raw = load_config_with_overrides(str(path), overrides)
-    else:
-        raise RunDirError(f"{target!r} is neither a config file nor a run directory")
-    config = resolve_config(raw, reg)
-    if model is None and "model" in config:
-        raise RunDirError(
-            f"{target}: a [model] section needs a trained model; run `lattgen train {target} "
-            "--out RUN_DIR` first, then `lattgen sample RUN_DIR`"
-        )
-    distributed.init(config["run"]["device"])
+    if not save_configs and (save_every != 1 or no_compression):
+        raise ConfigError("--save-every and --no-compression apply to a saved ensemble: add --save-configs")
+    plan = api.prepare_sample(target, overrides)
+    distributed.init(plan.config["run"]["device"])
     out = prepare_out(out, "sample", force)
-    if trained_on is not None and trained_on != config["action"]:
-        changed = ", ".join(f"{k} {trained_on.get(k)} -> {v}" for k, v in config["action"].items()
-                            if trained_on.get(k) != v)
-        console.print(f"note: sampling another target than the model was trained on ({changed}); "
-                      f"exact under {config['sampler']['name']}, only the acceptance suffers", highlight=False)
-    with Progress(f"sampling ({config['sampler']['name']})") as bar:
-        results, _ = run_sampling(config, model=model, registry=reg, progress=bar)
-    if trained_on is not None:
-        results["training_action"] = trained_on  # beside "action", the target sampled
-    if distributed.is_main():  # config and results together: an interruption leaves the old pair
-        outdir.write_together(out, {"config.toml": dumps_toml(config), "results.json": json_text(results)})
-    print_sample_report(results, console)
+    if plan.note:
+        console.print(plan.note, highlight=False)
+    with Progress(f"sampling ({plan.config['sampler']['name']})") as bar:
+        result = api.sample(plan, out=out, force=force, save_configs=save_configs, save_every=save_every,
+                            compress=not no_compression, progress=bar)
+    print_sample_report(result.results, console)
     console.print(f"wrote {out / 'results.json'}")
+
+
+# -- analyse ----------------------------------------------------------------------------------
+@cli.command("analyse")
+@click.argument("ensemble", metavar="ENSEMBLE.h5", type=click.Path(exists=False))
+@click.option("--observables", default=None, metavar="NAME,NAME",
+              help="observables to measure (default: the ones the run measured)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+@force_option
+def analyse_cmd(ensemble: str, observables: str | None, out: Path | None, force: bool) -> None:
+    """Measure observables on a saved ensemble (sample --save-configs) with the same Gamma method."""
+    from . import api
+    from .reanalysis import open_checked
+    from .report import print_sample_report
+
+    names = [n.strip() for n in observables.split(",") if n.strip()] if observables else None
+    open_checked(ensemble, names)[0].close()  # bad input fails before --out is created
+    out = prepare_out(out, "analyse", force)
+    with Progress("analysing") as bar:
+        result = api.analyse(ensemble, names, out=out, force=force, progress=bar)
+    print_sample_report(result.results, console)
+    console.print(f"wrote {out / 'results.json'}")
+
+
+# -- export -----------------------------------------------------------------------------------
+@cli.command("export")
+@click.argument("results", metavar="RESULTS", type=click.Path(exists=False))
+@click.option("--pyerrors", "to_pyerrors", is_flag=True,
+              help="pyerrors JSON (json.gz): one Obs per observable, the chains as replicas")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="file to write (default: pyerrors.json.gz beside the results)")
+def export_cmd(results: str, to_pyerrors: bool, out: Path | None) -> None:
+    """Export RESULTS (a results.json or its run directory: sample, analyse or compare) for other tools."""
+    from . import api
+    from .export import ExportError
+
+    if not to_pyerrors:
+        raise ExportError("choose the format to export: --pyerrors")
+    console.print(f"wrote {api.export_pyerrors(results, out)}")
 
 
 # -- train ------------------------------------------------------------------------------------
@@ -228,18 +238,14 @@ def sample_cmd(target: str, overrides: tuple[str, ...], out: Path | None, force:
 def train_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, init_from: Path | None,
               force: bool) -> None:
     """Train the [model] of CONFIG.toml on its [action] by reverse KL."""
-    from .config import resolve_config
-    from .registry import get_registry
-    from .rundir import train_run
+    from . import api
 
-    reg = get_registry()
-    config = resolve_config(load_config_with_overrides(config_path, overrides), reg,
-                            require=("action", "model"))
+    config = api.load_config(config_path, overrides, kind="train")
     distributed.init(config["run"]["device"])
     out = prepare_out(out, "train", force)
     with Progress(f"training ({config['model']['name']})") as bar:
-        result = train_run(config, out, registry=reg, progress=bar, init_from=init_from, resume=not force)
-    console.print(result.summary() if hasattr(result, "summary") else str(result))
+        result = api.train(config, out=out, init_from=init_from, force=force, progress=bar)
+    console.print(result.summary())
     console.print(f"run directory: {out}")
 
 
@@ -258,18 +264,16 @@ def compare_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path |
     example, phi^4 on 8x8 at beta = 0.577, lam = 0.5), every model registered for its field with
     the model sampler, plus the theory's classical samplers.
     """
-    from .harness import resolve_compare, run_compare
-    from .registry import get_registry
+    from . import api
     from .report import compare_tables, verdict_lines
 
-    reg = get_registry()
-    resolved = resolve_compare(load_config_with_overrides(config_path, overrides), reg)
+    resolved = api.load_config(config_path, overrides, kind="compare")
     distributed.init(resolved["compare"]["device"])
     out = prepare_out(out, "compare", force)
     console.print(f"comparing {len(resolved['entries'])} entries: "
                   + ", ".join(e["label"] for e in resolved["entries"]) + f"  ->  {out}")
     with EntryProgress() as bar:
-        summary = run_compare(resolved, out, progress=bar)
+        summary = api.compare(resolved, out=out, force=force, progress=bar).summary
     wide = console if console.is_terminal else Console(width=max(console.width, 160), quiet=console.quiet)
     for table in compare_tables(summary):
         wide.print(table)
@@ -298,13 +302,49 @@ def scale_cmd(config_path: str | None, overrides: tuple[str, ...], out: Path | N
         result = run_scale(resolved, out, progress=bar)
     from rich.table import Table
 
-    table = Table(title="dynamic exponent: tau_int(chi) = c xi^z")
+    sc = result["scale"]
+    x_name = sc.get("x_observable") or ("L" if sc.get("x") == "L" else sc["coupling"])
+    table = Table(title=f"dynamic exponent: tau_int({result['figure_of_merit']}) = c {x_name}^z")
     for col in ("entry", "z", "chi^2/dof", "points"):
         table.add_column(col)
     for label, fit in result["fits"].items():
         table.add_row(label, f"{fit['z']:.2f} +- {fit['z_error']:.2f}", f"{fit['chi2_dof']:.2f}", str(fit["n_points"]))
     console.print(table)
+    stats = sorted({k for r in result["rows"] for k in r if k.endswith(("_sign_flips", "_chains_without_flip"))})
+    if stats:  # chain statistics (tunnelling between the ordered phases) per point
+        flips = Table(title="tunnelling per point: " + ", ".join(stats))
+        for col in ("L", sc["coupling"], "entry", f"tau_int({result['figure_of_merit']})", *stats):
+            flips.add_column(col, justify="right")
+        for r in result["rows"]:
+            tau = r.get("tau_int")
+            flips.add_row(str(r["L"]), f"{r['coupling']:g}", r["label"], f"{tau:.3g}" if tau is not None else "-",
+                          *(f"{r[k]:g}" if isinstance(r.get(k), (int, float)) else "-" for k in stats))
+        console.print(flips)
     console.print(f"wrote {out / 'results.json'} and {out / 'scale.png'}")
+
+
+# -- scan -------------------------------------------------------------------------------------
+@cli.command("scan")
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(exists=False))
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="override a config value (repeatable)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory (resumable)")
+@force_option
+def scan_cmd(config_path: str, overrides: tuple[str, ...], out: Path | None, force: bool) -> None:
+    """Sample the action at every point of a coupling scan with every entry (docs/scan.md)."""
+    from .registry import get_registry
+    from .report import scan_table
+    from .scan import resolve_scan, run_scan
+
+    reg = get_registry()
+    resolved = resolve_scan(load_config_with_overrides(config_path, overrides), reg)
+    distributed.init(resolved["scan"]["device"])
+    out = prepare_out(out, "scan", force)
+    with EntryProgress() as bar:
+        result = run_scan(resolved, out, progress=bar)
+    for table in scan_table(result):
+        console.print(table)
+    console.print(f"wrote {out / 'results.json'} and {out / 'scan.png'}")
 
 
 class EntryProgress(Progress):

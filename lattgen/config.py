@@ -63,6 +63,9 @@ TRAIN_PARAMS: tuple[Param, ...] = (
     Param("eval_batch", "int", 1024, "configurations for the ESS / acceptance estimate", min=2),
     Param("threads", "int", None, "torch intra-op threads (default: torch's choice)", min=1,
           nullable=True),
+    Param("clock", "str", "wall", "what max_time_s and the metrics' time count: wall (elapsed seconds) or "
+          "cpu (this process's CPU seconds, all its threads: budgets that do not shrink on a shared, "
+          "loaded machine)", choices=("wall", "cpu")),
     Param("dtype", "str", "float32", "floating-point type of the model during training",
           choices=("float32", "float64")),
     Param("curriculum", "any", None, "stages trained first, each a table of [action] overrides and "

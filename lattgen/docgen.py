@@ -22,13 +22,18 @@ def configuration_reference() -> str:
     from .listing import _param_table, listing_markdown
     from .registry import Registry, _load_entry_points
     from .scaling import SCALE_PARAMS
+    from .scan import SCAN_PARAMS
 
     # built-in: the plugins lattgen's own distribution registers (third-party ones are left out)
     failed: dict[str, str] = {}
     plugins = [(n, p) for n, p, builtin in _load_entry_points(failed) if builtin]
     reg = Registry(plugins, entry_points=False)
     extra = ["## `[compare]`: `lattgen compare`\n", *_param_table(COMPARE_PARAMS),
-             "## `[scale]`: `lattgen scale`\n", *_param_table(SCALE_PARAMS)]
+             "## `[scale]`: `lattgen scale`\n", *_param_table(SCALE_PARAMS),
+             "## `[scan]`: `lattgen scan`\n",
+             "Besides these keys, every key naming a coupling of the action (`lattgen list`: "
+             "coupling) is scanned: a list of values or `{start, stop, num}` (docs/scan.md).\n",
+             *_param_table(SCAN_PARAMS)]
     return HEADER + listing_markdown(reg) + "\n" + "\n".join(extra)
 
 

@@ -27,6 +27,8 @@ from .compare_config import config_hash, entry_config, resolve_compare, toml_rea
 from .consistency import consistency
 from .checkpoints import METRICS, read_metrics
 from .entry_pool import run_parallel
+from .export import PRIMARIES, primaries_npz
+from .metadata import METADATA, metadata_text
 from .outdir import write_together
 from .registry import Registry, get_registry
 from .theory import Theory
@@ -85,7 +87,8 @@ def run_entry(
     results["performance"] = performance(results, training, compare["target_rel_error"], theory)
     if main:  # results.json last: it marks the entry finished (with config.toml, in one commit)
         np.savez_compressed(out / "plotdata.npz", **plot_arrays(chain, theory.histogram))
-        write_together(out, {"config.toml": dumps_toml(cfg), "results.json": json_text(results)})
+        write_together(out, {"config.toml": dumps_toml(cfg), "results.json": json_text(results),
+                             PRIMARIES: primaries_npz(chain)})
     return results
 
 
@@ -215,7 +218,8 @@ def run_compare(
                "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered},
                "exact": exact_scalars(action, ordered, registry)}
     if main:  # config and summary together, at the end: an interrupted rerun leaves the old pair
-        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary)})
+        write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary),
+                             METADATA: metadata_text(compare["device"])})
         compare_plots(summary, out)
     distributed.barrier()
     return summary

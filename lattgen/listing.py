@@ -48,6 +48,8 @@ def _param_table(params) -> list[str]:
     for p in (p.to_dict() for p in params):
         default = "required" if p["required"] else ("auto" if p["default"] is None else f"`{p['default']!r}`")
         cons = p.get("range") or (", ".join(map(str, p["choices"])) if p.get("choices") else "")
+        if p.get("coupling"):  # scannable, and what a conditional model conditions on
+            cons = f"{cons}; coupling" if cons else "coupling"
         lines.append(f"| `{p['name']}` | {p['type']} | {default} | {cons} | {p['doc']} |")
     return lines + [""]
 

@@ -54,14 +54,14 @@ class Composition(Bijection):
         return all(layer.fully_convolutional for layer in self.layers)
 
     def forward_and_log_det(self, z):
-        log_det = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        log_det = torch.zeros(z.shape[0], dtype=z.real.dtype, device=z.device)  # real for complex fields
         for layer in self.layers:
             z, ld = layer.forward_and_log_det(z)
             log_det = log_det + ld
         return z, log_det
 
     def inverse_and_log_det(self, phi):
-        log_det = torch.zeros(phi.shape[0], dtype=phi.dtype, device=phi.device)
+        log_det = torch.zeros(phi.shape[0], dtype=phi.real.dtype, device=phi.device)
         for layer in reversed(self.layers):
             phi, ld = layer.inverse_and_log_det(phi)
             log_det = log_det + ld

@@ -38,7 +38,20 @@ def check_model_fits_loss(model: GenerativeModel, loss: str) -> None:
 
 def reverse_kl_objective(model: GenerativeModel, action: Action, batch_size: int,
                          generator: torch.Generator) -> Callable[[], torch.Tensor]:
-    """loss() = mean over phi ~ q of log q(phi) + S(phi) (reparameterised; an upper bound on -log Z)."""
+    """loss() = mean over phi ~ q of log q(phi) + S(phi) (reparameterised; an upper bound on -log Z).
+
+    A ``ConditionalModel`` draws its couplings c per configuration from its trained box:
+    mean of log q(phi|c) + S(phi; c) (``Action.action_at``)."""
+
+    from .conditional import ConditionalModel
+
+    if isinstance(model, ConditionalModel):  # amortised: couplings drawn per configuration
+        def conditional_loss() -> torch.Tensor:
+            c = model.draw_couplings(batch_size, generator)
+            phi, log_q = model.sample_at(c, generator)
+            return (log_q + action.action_at(phi, c)).mean()
+
+        return conditional_loss
 
     def loss() -> torch.Tensor:
         phi, log_q = model.sample(batch_size, generator)

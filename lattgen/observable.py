@@ -30,6 +30,10 @@ class Observable:
     index: str = ""
     #: the index's values of a vector observable (ints or coordinates), () if not listed
     index_values: tuple = ()
+    #: optional statistics of the chains' histories rather than of the mean: primaries
+    #: (n_steps, n_chains, k) -> {name: number} (for example how often a sign flips), reported
+    #: beside the Gamma-method results as ``chain_<name>``
+    chain_statistics: Callable[[np.ndarray], Mapping[str, float]] | None = None
 
     def value(self, means: np.ndarray) -> np.ndarray:
         """The observable from the primaries' means, always as a 1-D array."""

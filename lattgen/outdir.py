@@ -31,7 +31,7 @@ LOCK = ".lattgen.lock"
 MARKER = ".lattgen-run"
 JOURNAL = ".lattgen-commit.json"
 #: commands whose output cannot be continued: a second run would only overwrite it
-NOT_RESUMABLE = ("sample",)
+NOT_RESUMABLE = ("sample", "analyse")
 
 _held: list = []  # locks taken by this process (released by ``release_all``)
 
@@ -206,6 +206,20 @@ def claim(out: str | Path, command: str, force: bool = False) -> bool:
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {str(out)!r} exists and is not a directory")
     return bool(distributed.run_on_main(_claim_on_main, out, command, force))
+
+
+def holds(out: str | Path) -> bool:
+    """Whether this process holds the lock of ``out`` (a CLI command that claimed it, for example)."""
+    path = os.path.abspath(Path(out) / LOCK)
+    return any(os.path.abspath(lock.lock_file) == path for lock in _held)
+
+
+def release(out: str | Path) -> None:
+    """Release the lock of ``out`` if this process holds it (the Python API, after its command)."""
+    path = os.path.abspath(Path(out) / LOCK)
+    for lock in [lock for lock in _held if os.path.abspath(lock.lock_file) == path]:
+        _held.remove(lock)
+        lock.release()
 
 
 def release_all() -> None:

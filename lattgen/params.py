@@ -82,10 +82,15 @@ class Param:
     #: +-inf is a valid value of this float parameter (NaN never is); without it, a non-finite
     #: number is refused: it would run and print meaningless results (and JSON has no inf)
     allow_inf: bool = False
+    #: a continuous coupling of an action (its min/max are the valid domain): a conditional model
+    #: may be trained over a range of it and ``lattgen scan`` may vary it (docs/scan.md)
+    coupling: bool = False
 
     def __post_init__(self):
         if self.type not in TYPES:
             raise ValueError(f"Param {self.name}: unknown type {self.type!r}")
+        if self.coupling and self.type != "float":
+            raise ValueError(f"Param {self.name}: a coupling must be a float parameter")
 
     @property
     def required(self) -> bool:
@@ -137,6 +142,8 @@ class Param:
         rng = self.describe_range()
         if rng and self.choices is None:
             d["range"] = rng
+        if self.coupling:
+            d["coupling"] = True
         return d
 
 

@@ -6,6 +6,11 @@ models and layers (the field space they work on, ``FieldSpace.manifold``; defaul
 ``compare=False`` on models left out of the default comparison; ``needs_model=True`` on
 samplers that take a generative model as their proposal (the default sampler of a trained model).
 
+Observable names are per manifold (``PER_FIELD_KINDS``): two theories may each register a
+``topological_charge`` for their own field space; a run resolves the name by its action's
+``field_space.manifold`` (``get(kind, name, field=...)``). Every other kind has one global
+namespace.
+
 Built-ins go through the same entry-point group a third party uses (a built-in is an entry
 point of the ``lattgen`` distribution itself). Faults of a third-party plugin never disable the
 rest: one that fails to import, or whose hook raises, is a warning naming it; a name it
@@ -45,6 +50,10 @@ KINDS = {
     "sampler": "lattgen_register_samplers",
     "observable": "lattgen_register_observables",
 }
+
+
+#: kinds whose names are scoped by the manifold they are registered for (``field=``)
+PER_FIELD_KINDS = ("observable",)
 
 
 class Register(Protocol):
@@ -99,7 +108,12 @@ class ComponentSpec:
                               f"{type(exc).__name__}: {first}") from exc
         if self.kind == "action":
             built.name = self.name  # its theory's key (Registry.theory)
+            built.coupling_params = self.couplings()
         return built
+
+    def couplings(self) -> dict[str, Param]:
+        """The continuous couplings among the parameters (``Param(coupling=True)``), by name."""
+        return {p.name: p for p in self.params if p.coupling}
 
     def to_dict(self) -> dict:
         return {
@@ -181,50 +195,91 @@ class Registry:
         for spec in added:
             self._add_spec(spec)
 
+    @staticmethod
+    def _key(kind: str, name: str, field: str | None) -> Any:
+        """Where a spec is stored: its name, or (name, field) for the kinds scoped by manifold."""
+        return (name, field or "real") if kind in PER_FIELD_KINDS else name
+
+    @staticmethod
+    def _label(kind: str, key: Any) -> str:
+        """How a stored name reads in messages: 'observable 'q' (field 'sphere')'."""
+        if isinstance(key, tuple):
+            return f"{kind} {key[0]!r} (field {key[1]!r})"
+        return f"{kind} {key!r}"
+
     def _add_spec(self, spec: ComponentSpec) -> None:
         """Add a registration; a name taken already keeps its built-in owner or becomes ambiguous."""
-        kind, name = spec.kind, spec.name
-        if (kind, name) in self.ambiguous:
-            self.ambiguous[kind, name].append(spec.plugin)
+        kind = spec.kind
+        key = self._key(kind, spec.name, spec.meta.get("field"))
+        what = self._label(kind, key)
+        if (kind, key) in self.ambiguous:
+            self.ambiguous[kind, key].append(spec.plugin)
             return
-        other = self._specs[kind].get(name)
+        other = self._specs[kind].get(key)
         if other is None:
-            self._specs[kind][name] = spec
+            self._specs[kind][key] = spec
             return
         builtin = [p for p in (other.plugin, spec.plugin) if p in self.builtin]
         if len(builtin) == 2:  # two built-ins: lattgen itself is inconsistent
-            raise PluginError(f"{kind} {name!r} is registered twice: by built-in plugin {other.plugin!r} "
+            raise PluginError(f"{what} is registered twice: by built-in plugin {other.plugin!r} "
                               f"and by built-in plugin {spec.plugin!r}; rename one of them")
         if len(builtin) == 1:  # a third-party plugin registers a name a built-in owns
             keep, drop = (other, spec) if other.plugin in builtin else (spec, other)
-            self._specs[kind][name] = keep
-            warnings.warn(f"plugin {drop.plugin!r} registers {kind} {name!r}, which built-in plugin "
+            self._specs[kind][key] = keep
+            warnings.warn(f"plugin {drop.plugin!r} registers {what}, which built-in plugin "
                           f"{keep.plugin!r} provides; the built-in is kept (rename it in {drop.plugin!r})",
                           PluginWarning, stacklevel=4)
             return
-        del self._specs[kind][name]  # two of a kind: no one to prefer, refused where it is asked for
-        self.ambiguous[kind, name] = [other.plugin, spec.plugin]
-        warnings.warn(f"{kind} {name!r} is registered by plugin {other.plugin!r} and by plugin "
+        del self._specs[kind][key]  # two of a kind: no one to prefer, refused where it is asked for
+        self.ambiguous[kind, key] = [other.plugin, spec.plugin]
+        warnings.warn(f"{what} is registered by plugin {other.plugin!r} and by plugin "
                       f"{spec.plugin!r}; it cannot be used until one is uninstalled or renames it",
                       PluginWarning, stacklevel=4)
 
     # -- queries --------------------------------------------------------------------------
     def names(self, kind: str) -> list[str]:
-        return sorted(self._specs[kind])
+        return sorted({k[0] if isinstance(k, tuple) else k for k in self._specs[kind]})
 
     def specs(self, kind: str) -> list[ComponentSpec]:
-        return [self._specs[kind][n] for n in self.names(kind)]
+        return [self._specs[kind][k] for k in sorted(self._specs[kind])]
 
-    def get(self, kind: str, name: str) -> ComponentSpec:
+    def get(self, kind: str, name: str, field: str | None = None) -> ComponentSpec:
+        """The spec of ``name``; for the kinds scoped by manifold (``PER_FIELD_KINDS``) the one
+        registered for ``field`` (None: the only one of that name)."""
+        if kind in PER_FIELD_KINDS:
+            return self._get_for_field(kind, name, field)
         if (kind, name) in self.ambiguous:
-            raise PluginError(f"{kind} {name!r} is registered twice: by plugin "
-                              + " and by plugin ".join(repr(p) for p in self.ambiguous[kind, name])
-                              + "; uninstall or rename one of them")
+            raise self._ambiguous_error(kind, name)
         try:
             return self._specs[kind][name]
         except KeyError:
             valid = ", ".join(self.names(kind)) or "(none registered)"
             raise UnknownComponentError(f"unknown {kind} {name!r}; available: {valid}") from None
+
+    def _ambiguous_error(self, kind: str, key: Any) -> PluginError:
+        return PluginError(f"{self._label(kind, key)} is registered twice: by plugin "
+                           + " and by plugin ".join(repr(p) for p in self.ambiguous[kind, key])
+                           + "; uninstall or rename one of them")
+
+    def _get_for_field(self, kind: str, name: str, field: str | None) -> ComponentSpec:
+        keys = [k for k in (*self._specs[kind], *(k for kd, k in self.ambiguous if kd == kind))
+                if k[0] == name and (field is None or k[1] == field)]
+        if len(keys) == 1:
+            if (kind, keys[0]) in self.ambiguous:
+                raise self._ambiguous_error(kind, keys[0])
+            return self._specs[kind][keys[0]]
+        if len(keys) > 1:
+            fields = ", ".join(sorted(k[1] for k in keys))
+            raise PluginError(f"{kind} {name!r} is registered for several fields ({fields}); "
+                              "ask for it with the action's field space (field=...)")
+        others = sorted(k[1] for k in self._specs[kind] if k[0] == name)
+        if others:
+            raise UnknownComponentError(f"{kind} {name!r} is registered for field(s) {', '.join(others)}, "
+                                        f"not for {field!r}; available for {field!r}: "
+                                        + (", ".join(k[0] for k in sorted(self._specs[kind]) if k[1] == field)
+                                           or "(none registered)"))
+        valid = ", ".join(self.names(kind)) or "(none registered)"
+        raise UnknownComponentError(f"unknown {kind} {name!r}; available: {valid}")
 
     def theory(self, action: str) -> Theory:
         """The defaults an action declared at registration (an empty Theory if none)."""
@@ -242,7 +297,11 @@ class Registry:
 
     def for_field(self, kind: str, space: FieldSpace) -> list[str]:
         """Names of the components of ``kind`` registered for ``space``'s manifold (``field=``)."""
-        return [s.name for s in self.specs(kind) if s.meta.get("field", "real") == space.manifold]
+        return self.for_field_name(kind, space.manifold)
+
+    def for_field_name(self, kind: str, manifold: str) -> list[str]:
+        """Names of the components of ``kind`` registered for the manifold called ``manifold``."""
+        return [s.name for s in self.specs(kind) if s.meta.get("field", "real") == manifold]
 
     def model_samplers(self) -> list[str]:
         """Samplers that take a generative model as their proposal (``needs_model=True``)."""

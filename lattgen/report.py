@@ -138,6 +138,34 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
     return [perf, obs]
 
 
+def scan_table(result: Mapping[str, Any]) -> list[Table]:
+    """The `lattgen scan` report: one row per (point, entry), then each entry's total cost."""
+    names = list(result["couplings"])
+    fom = result.get("figure_of_merit")
+    obs = [o for o in result.get("headline", []) if any(o in r for r in result["rows"])]
+    rows = Table(title=f"scan over {', '.join(names)}: observables, acceptance, tau_int({fom}), "
+                       f"sampling cost to {100 * result['scan']['target_rel_error']:g}% on {fom}")
+    for col in (*names, "entry", *obs, "acceptance", f"tau_int {fom}", "cost s"):
+        rows.add_column(col, justify="left" if col == "entry" else "right")
+    for r in result["rows"]:
+        cells = [format_value_error(r[o], r.get(f"{o}_error") or 0) if isinstance(r.get(o), (int, float))
+                 else "-" for o in obs]
+        tau = r.get(f"{fom}_tau_int")
+        rows.add_row(*(f"{r[n]:g}" for n in names), r["label"], *cells, _fmt(r.get("acceptance"), ".3f"),
+                     format_value_error(tau, r.get(f"{fom}_tau_int_error") or 0) if tau is not None else "-",
+                     _fmt(r.get("cost_s"), ".3g"))
+    totals = Table(title="total cost of the scan per method (training once for a conditional model, "
+                         "per point otherwise, plus sampling to the target at every point)")
+    for col in ("entry", "kind", "points", "train s", "sampling s", "total s", "per point s"):
+        totals.add_column(col, justify="left" if col in ("entry", "kind") else "right")
+    for t in result["totals"]:
+        incomplete = "" if t["complete"] else " (some points without an error estimate)"
+        totals.add_row(t["label"], t["kind"], str(t["points"]), _fmt(t["train_time_s"], ".0f"),
+                       _fmt(t["sample_cost_s"], ".3g") + incomplete, _fmt(t["total_cost_s"], ".3g"),
+                       _fmt(t["per_point_s"], ".3g"))
+    return [rows, totals]
+
+
 def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     """One line per verdict other than `yes` under the compare tables: which entries could not
     be judged (too short) and which are inconsistent with the exact samplers (NO)."""

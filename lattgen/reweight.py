@@ -201,7 +201,7 @@ def draw_weighted(
     while done < n:
         m = min(batch_size, n - done)
         phi, log_q = model.sample(m, generator)
-        phi64 = phi.to(torch.float64)
+        phi64 = phi.to(action.field_space.dtype(torch.float64))  # complex128 for complex fields
         log_ws.append(-action(phi64) - log_q.to(torch.float64))
         if measure is not None:
             for name, value in measure(phi64).items():

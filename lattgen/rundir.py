@@ -6,6 +6,7 @@ A run directory holds
     checkpoint.pt   model + optimizer + schedule state, step, elapsed time, RNG states
     model.pt        the final model state_dict (written when the budget is used up)
     metrics.jsonl   one JSON record per train.log_every steps
+    metadata.json   package versions, device, threads, git revision of the latest (re)start
     results.json    later, from sampling (written by the sample pipeline, not here)
     curriculum/     with [train] curriculum: one run directory per stage (lattgen/curriculum.py)
     curriculum.json with [train] curriculum: every stage's lattice, steps and training time
@@ -45,7 +46,8 @@ from .model import GenerativeModel
 from .registry import Registry, get_registry
 from .field import DTYPES
 from .checkpoints import safe_load
-from .outdir import recover
+from .metadata import METADATA, metadata_text
+from .outdir import recover, write_atomic
 from .train import CHECKPOINT, METRICS, MODEL, Progress, TrainResult, load_checkpoint, train
 
 CONFIG = "config.toml"
@@ -171,6 +173,8 @@ def _train_single(
     # resume checks against it); a resumed one keeps the recorded config until it succeeds
     if distributed.is_main() and not resuming:
         write_toml(config, out / CONFIG)
+    if distributed.is_main():  # this (re)start's packages, device, threads and git revision
+        write_atomic(out / METADATA, metadata_text(run["device"]))
     generator = make_generator(run["seed"], run["device"])
     result = train(model, action, budget or config["train"], out_dir=out, generator=generator,
                    device=run["device"], progress=progress, resume=resume)

@@ -14,12 +14,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from . import __version__, distributed
 from .analysis import analyse_chain
-from .build import build_action, build_observables, default_observables, build_sampler, make_generator
+from .build import (
+    build_action,
+    build_observables,
+    build_sampler,
+    default_observables,
+    make_generator,
+)
+from .conditional import condition_on
 from .errors import ConfigError
+from .metadata import run_metadata
 from .model import GenerativeModel
 from .observable import measure_all
 from .registry import Registry, get_registry
@@ -33,11 +42,16 @@ def run_sampling(
     registry: Registry | None = None,
     progress: Callable[[int, int], None] | None = None,
     action=None,
+    save_configs: str | Path | None = None,
+    save_every: int = 1,
+    compress: bool = True,
 ) -> tuple[dict[str, Any], Chain]:
     """Sample with a resolved config (sections action, sampler, run); return (results, chain).
 
     ``results`` follows the results.json schema: action, sampler, n_samples, acceptance,
     wall_time_s, observables{name: value, error, tau_int, tau_int_error, ...}.
+    ``save_configs``: write every ``save_every``-th measured configuration to this HDF5 file
+    while sampling (``lattgen.ensemble``; one process only), gzipped unless not ``compress``.
 
     Data-parallel (see the module docstring): every rank returns the same results and the
     gathered chain of all ranks; ``progress`` is called on rank 0 only.
@@ -54,21 +68,40 @@ def run_sampling(
     generator = make_generator(seed, run["device"])
     if model is not None:
         model = model.to(run["device"])
+        condition_on(model, action)  # a conditional model samples q(. | the action's couplings)
     sampler = build_sampler(sampler_section, action, run=run, generator=generator, model=model, registry=reg)
     sampler.across_ranks = world > 1
-    names = run["observables"]
-    if names is None:
-        names = default_observables(action, reg.theory(config["action"]["name"]).observables, reg)
-    observables = build_observables(action.lattice, names, reg)
+    observables = build_observables(action.lattice, run_observables(config, action, reg), reg,
+                                   field=action.field_space.manifold)
+    writer = None
+    if save_configs is not None:
+        if world > 1:
+            raise ConfigError("--save-configs: saving an ensemble runs in one process (not under torchrun)")
+        from .ensemble import EnsembleWriter
+
+        n_steps = -(-int(n_samples) // sampler.n_chains)  # run_chain's steps and thermalisation rule
+        n_therm = run["n_therm"] if run["n_therm"] is not None else max(100, n_steps // 5)
+        writer = EnsembleWriter(save_configs, action.field_space, n_chains=sampler.n_chains, config=config,
+                                dtype=sampler.dtype, device=sampler.device, save_every=save_every,
+                                n_planned=-(-n_steps // int(save_every)), n_therm=n_therm,
+                                metadata=run_metadata(run["device"]), compress=compress)
     t0 = time.perf_counter()
-    chain = run_chain(
-        sampler,
-        measure_all(observables),
-        n_samples=n_samples,
-        n_therm=run["n_therm"],
-        measure_every=run["measure_every"],
-        progress=progress,
-    )
+    try:
+        chain = run_chain(
+            sampler,
+            measure_all(observables),
+            n_samples=n_samples,
+            n_therm=run["n_therm"],
+            measure_every=run["measure_every"],
+            progress=progress,
+            record=writer,
+        )
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # what was written stays readable, marked incomplete
+        raise
+    if writer is not None:
+        writer.close(chain)
     if world > 1:
         parts = distributed.all_gather_object(chain)
         merge_info = getattr(type(sampler), "merge_info", merge_infos)  # duck-typed samplers: the default
@@ -92,13 +125,26 @@ def run_sampling(
         "analysis_time_s": time.perf_counter() - t_an,
         "sampler_info": chain.info,
         "observables": analysed,
+        "metadata": run_metadata(run["device"]),
     }
     if "model" in config:
         results["model"] = dict(config["model"])
+    if writer is not None:
+        results["ensemble"] = {"file": Path(save_configs).name, "save_every": int(save_every),
+                               "n_steps": writer.n_written, "n_chains": writer.n_chains}
     if world > 1:
         results["processes"] = world
         results = distributed.broadcast_object(results)  # rank 0's times: one results.json
     return results, chain
+
+
+def run_observables(config: Mapping[str, Any], action, registry: Registry) -> list[str]:
+    """The observables a run measures: ``run.observables``, else the theory's (or every one
+    registered for the action's field space)."""
+    names = config["run"].get("observables")
+    if names is None:
+        names = default_observables(action, registry.theory(config["action"]["name"]).observables, registry)
+    return list(names)
 
 
 def _rank_share(section: Mapping[str, Any], n_samples: int, registry: Registry, world: int,

@@ -191,12 +191,16 @@ def run_chain(
     n_therm: int | None = None,
     measure_every: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    record: Callable[[Sampler, torch.Tensor], None] | None = None,
 ) -> Chain:
     """Thermalise, then record ``measure(state)`` every ``measure_every`` steps.
 
     ``n_samples`` counts measured configurations of all chains together;
     ``n_therm`` (steps per chain, tuning allowed) defaults to max(100, n_steps // 5).
     ``progress(done, total)`` is called with step counts (thermalisation included).
+    ``record(sampler, accepted)`` sees every measured configuration (``sampler.state``) with the
+    step's acceptance (n_chains,), on the device: e.g. ``lattgen.ensemble.EnsembleWriter``, which
+    buffers there and writes in blocks.
     """
     n_steps = -(-int(n_samples) // sampler.n_chains)  # ceil
     if n_steps < 2:
@@ -227,6 +231,8 @@ def run_chain(
         with torch.no_grad():
             for name, value in measure(sampler.state).items():
                 records.setdefault(name, []).append(value.detach().to(torch.float64).reshape(sampler.n_chains, -1))
+            if record is not None:
+                record(sampler, accepted[-1])
         if progress and done % 10 == 0:
             progress(done, total)
     _sync(sampler.device)

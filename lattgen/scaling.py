@@ -27,6 +27,11 @@ SCALE_PARAMS: tuple[Param, ...] = (
     Param("dimension", "int", 2, "space-time dimension d (lattice = [L] * d)", min=1),
     Param("coupling", "str", None, "action parameter set from each point's second number "
           "(default: the theory's)", nullable=True),
+    Param("observable", "str", None, "observable whose tau_int is fitted (default: the theory's figure of "
+          "merit; for example magnetisation in the broken phase)", nullable=True),
+    Param("x", "str", "auto", "abscissa of the fit: auto (the theory's scaling observable, else the "
+          "coupling), L (the lattice size: tau_int against L at fixed coupling), or coupling",
+          choices=("auto", "L", "coupling")),
 )
 
 
@@ -49,7 +54,10 @@ def resolve_scale(raw: Mapping[str, Any], registry: Registry | None = None) -> d
         base_action = {**dict(line.base), **base_action}
         scale["points"] = scale["points"] if scale["points"] is not None else [list(p) for p in line.points]
         scale["coupling"] = scale["coupling"] or line.coupling
-    scale["x_observable"] = line.x_observable if line is not None else None
+    if scale["observable"] is not None and scale["observable"] not in reg.names("observable"):
+        raise ConfigError(f"scale.observable: unknown observable {scale['observable']!r}; choose one of: "
+                          + ", ".join(reg.names("observable")))
+    scale["x_observable"] = line.x_observable if line is not None and scale["x"] == "auto" else None
     points = scale["points"]
     if not isinstance(points, Sequence) or len(points) < 2:
         raise ConfigError("scale.points: need a list of at least two [L, coupling] pairs")
@@ -102,14 +110,18 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
         sub = out / f"L{L}_{resolved['scale']['coupling']}{coupling:g}"
         summary = run_compare(point, sub, registry=registry, progress=progress)
         x_obs = resolved["scale"].get("x_observable")
-        xi = _pooled(summary, x_obs) if x_obs else (float(coupling), 0.0)
-        fom = point["theory"]["figure_of_merit"]
+        xi = _pooled(summary, x_obs) if x_obs else \
+            (float(L), 0.0) if resolved["scale"].get("x") == "L" else (float(coupling), 0.0)
+        fom = resolved["scale"].get("observable") or point["theory"]["figure_of_merit"]
         for e in summary["entries"]:
             p = e["performance"]
+            o = e["observables"].get(fom, {})
+            chain_stats = {f"{name}_{k[6:]}": v for name, ob in e["observables"].items() if isinstance(ob, dict)
+                           for k, v in ob.items() if k.startswith("chain_")}
             rows.append({
                 "L": L, "coupling": coupling, "xi": xi[0], "xi_error": xi[1], "label": e["label"],
-                "tau_int": p.get(f"tau_int_{fom}"), "tau_int_error": p.get(f"tau_int_{fom}_error"),
-                **{k: v for k, v in p.items() if k.startswith("tau_int_")},
+                "tau_int": o.get("tau_int"), "tau_int_error": o.get("tau_int_error"),
+                **{k: v for k, v in p.items() if k.startswith("tau_int_")}, **chain_stats,
                 "acceptance": e.get("acceptance"), "train_time_s": p.get("train_time_s"),
                 "ess_per_s": p.get("ess_per_s"), "time_to_target_s": p.get("time_to_target_s"),
                 "consistent": e.get("consistency", {}).get("consistent", True),
@@ -120,11 +132,16 @@ def run_scale(resolved: Mapping[str, Any], out_dir: str | Path, registry: Regist
         rs = [r for r in rows if r["label"] == label]
         fits[label] = fit_power_law([r["xi"] for r in rs], [r["tau_int"] or np.nan for r in rs],
                                     [r["tau_int_error"] or np.nan for r in rs])
-    fom = resolved["points"][0]["theory"]["figure_of_merit"] if resolved["points"] else None
+    fom = resolved["scale"].get("observable") or (
+        resolved["points"][0]["theory"]["figure_of_merit"] if resolved["points"] else None)
     result = {"scale": resolved["scale"], "figure_of_merit": fom, "rows": rows, "fits": fits}
     from . import distributed
 
     if distributed.is_main():  # torchrun: every point ran spread over the ranks; rank 0 writes
+        from .metadata import METADATA, run_metadata
+
+        device = resolved["points"][0]["compare"]["device"] if resolved["points"] else None
+        write_json(run_metadata(device), out / METADATA)
         write_json(result, out / "results.json")
         plot_scale(result, out)
     return result
@@ -143,8 +160,13 @@ def _pooled(summary: Mapping[str, Any], name: str) -> tuple[float, float]:
 
 def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
     """Log-log plot of tau_int(F) against x (xi, or the coupling) with fitted power laws, and
-    acceptance against x."""
-    from .plots import pyplot, save_figure
+    acceptance against x (the shared style of lattgen.plots)."""
+    from .plots import pyplot, save_figure, styled
+
+    return styled(_plot_scale)(result, out, pyplot, save_figure)
+
+
+def _plot_scale(result: Mapping[str, Any], out: Path, pyplot, save_figure) -> Path:
 
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -164,7 +186,8 @@ def plot_scale(result: Mapping[str, Any], out: Path) -> Path:
             ax2.plot(xi, acc, "o-", color=line[0].get_color(), label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    x_name = result["scale"].get("x_observable") or result["scale"]["coupling"]
+    x_name = result["scale"].get("x_observable") or (
+        "L" if result["scale"].get("x") == "L" else result["scale"]["coupling"])
     ax.set_xlabel(x_name)
     ax.set_ylabel(f"tau_int({result.get('figure_of_merit')}) [Markov steps]")
     ax.set_title(f"critical slowing down: tau_int ~ {x_name}^z")

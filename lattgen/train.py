@@ -230,7 +230,9 @@ class _Run:
         self.schedule = BudgetSchedule(cfg["lr"], cfg["schedule"], cfg["max_steps"], cfg["max_time_s"])
         self.step = 0
         self.elapsed_base = 0.0
-        self.t_start = time.perf_counter()
+        #: the training clock: elapsed seconds, or this process's CPU seconds ([train] clock)
+        self.clock = time.process_time if cfg.get("clock") == "cpu" else time.perf_counter
+        self.t_start = self.clock()
         self.last_checkpoint_step: int | None = None
         self.last_checkpoint_time = 0.0  # training seconds at the last checkpoint (or the start)
         self.metrics: dict[str, Any] = {}
@@ -243,7 +245,7 @@ class _Run:
 
     # clock ------------------------------------------------------------------------------------
     def elapsed(self) -> float:
-        return self.elapsed_base + (time.perf_counter() - self.t_start)
+        return self.elapsed_base + (self.clock() - self.t_start)
 
     # files ------------------------------------------------------------------------------------
     def path(self, name: str) -> Path | None:
@@ -484,7 +486,7 @@ def train(
                            lambda: make_objective(min(2, batch_size), torch.Generator(device=device).manual_seed(0)),
                            device)
     start_step = run.step
-    run.t_start = time.perf_counter()
+    run.t_start = run.clock()
     log_every = cfg["log_every"]
     at_boundary = True
     agreed_stop = False  # data-parallel: every rank stops at this boundary for a Ctrl-C

@@ -94,7 +94,8 @@ def make_training_data(
     if spacing is None:
         if observable is None:
             raise ConfigError("make_training_data: give spacing or an observable whose tau_int sets it")
-        obs = reg.get("observable", observable).build(action.lattice, where=f"observable {observable}")
+        obs = reg.get("observable", observable, field=action.field_space.manifold).build(
+            action.lattice, where=f"observable {observable}")
         spacing = measure_spacing(chain_sampler, lambda phi: obs.primaries(phi)[:, 0])
     kept = []
     for _ in range(-(-n // n_chains)):

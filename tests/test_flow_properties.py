@@ -51,7 +51,7 @@ LAYER_CASES = [
     for spec in REG.specs("layer") if spec.meta.get("field", "real") == "real"
     for i, params in enumerate([{}] + VARIANTS.get(spec.name, []))
 ]
-#: flows on the real line here; angle-valued ones in test_flow_properties_circle.py
+#: models of real fields (angle-valued ones in test_flow_properties_circle.py, CP^{N-1} ones in test_cpn_flow.py)
 MODEL_NAMES = [s.name for s in REG.specs("model") if s.meta.get("field", "real") == "real"]
 #: shapes offered to models: the layer shapes plus lattices a two-level multigrid model accepts
 MODEL_SHAPES = [*SHAPES, (8,), (4, 8), (4, 4, 4)]

@@ -151,9 +151,9 @@ def test_default_entries_cover_models_and_classical(registry):
     cfg = resolve_compare({}, registry)
     labels = [e["label"] for e in cfg["entries"]]
     assert {"hmc", "metropolis"} <= set(labels)
-    for name in registry.names("model"):  # those for the default theory's real fields
-        meta = registry.get("model", name).meta
-        if meta.get("compare", True) and meta.get("field", "real") == "real":
+    for name in registry.names("model"):
+        spec = registry.get("model", name)
+        if spec.meta.get("compare", True) and spec.meta.get("field", "real") == "real":  # the default: phi^4
             assert name in labels
     assert cfg["action"]["lattice"] == [8, 8] and cfg["action"]["beta"] == 0.577
 

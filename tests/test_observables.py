@@ -54,6 +54,7 @@ def independent_exact(lattice: Lattice, beta: float, index_values: dict) -> dict
     c_t = np.array([g_x[t].sum() for t in range(extent_t // 2 + 1)])
     return {
         "magnetisation": np.array([0.0]),
+        "magnetisation_sign": np.array([0.0]),  # Z2 symmetry
         "abs_magnetisation": np.array([math.sqrt(2 * chi / (math.pi * volume))]),
         "susceptibility": np.array([chi]),
         "binder_cumulant": np.array([0.0]),  # Gaussian m: <m^4> = 3 <m^2>^2
@@ -222,6 +223,7 @@ def test_primaries_shapes_dtypes_and_index():
     phi = torch.randn(5, 6, 4, dtype=torch.float32)
     expected_k = {
         "magnetisation": 1,
+        "magnetisation_sign": 1,
         "abs_magnetisation": 1,
         "susceptibility": 1,
         "binder_cumulant": 2,
@@ -271,7 +273,7 @@ def test_shared_features_never_serve_stale_values():
     phi.data.mul_(2.0)  # an in-place change the autograd version counter does not see
     second = measure(phi)
     for k in first:
-        scale = 2.0 if k in ("magnetisation", "abs_magnetisation") else 4.0
+        scale = 2.0 if k in ("magnetisation", "abs_magnetisation") else 1.0 if k == "magnetisation_sign" else 4.0
         if k == "binder_cumulant":
             torch.testing.assert_close(
                 second[k], first[k] * torch.tensor([4.0, 16.0], dtype=torch.float64)
@@ -299,3 +301,12 @@ def test_plugin_registers_every_observable(registry):
         spec = registry.get("observable", name)
         assert spec.plugin == "observables" and spec.doc
         assert spec.build(Lattice([4, 6])).name == name
+
+
+def test_sign_flips_count_the_changes_of_sign_along_each_chain():
+    from lattgen_observables.scalar_field import sign_flip_statistics
+
+    signs = np.array([[1, 1], [1, -1], [-1, 1], [-1, 1], [1, 1]], dtype=float)[..., None]  # (steps, chains, 1)
+    stats = sign_flip_statistics(signs)
+    assert stats == {"sign_flips": 4.0, "flips_per_step": 0.5, "min_flips_per_chain": 2.0, "chains_without_flip": 0.0}
+    assert sign_flip_statistics(np.ones((6, 3, 1)))["chains_without_flip"] == 3.0

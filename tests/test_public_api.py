@@ -77,13 +77,13 @@ def test_core_names_no_theory_outside_examples():
 #: layer and the ones before it (``__init__``, the package facade, may import anything)
 LAYERS = (
     ("errors", "params", "lattice", "field", "theory", "action", "model", "observable", "sampler",
-     "hookspecs", "rng", "fourier", "distributed", "memory", "outdir"),
+     "hookspecs", "rng", "fourier", "distributed", "memory", "outdir", "conditional"),
     ("registry", "config", "build", "listing"),
-    ("analysis", "numerics", "reweight", "sample", "jsonio"),
+    ("analysis", "numerics", "reweight", "sample", "jsonio", "metadata", "ensemble", "reanalysis", "export"),
     ("train", "objectives", "evaluation", "checkpoints", "data_parallel", "training_data", "rundir",
      "curriculum"),
-    ("compare_config", "harness", "entry_pool", "consistency", "scaling", "report", "plots", "docgen",
-     "cli", "__main__"),
+    ("compare_config", "harness", "entry_pool", "consistency", "scaling", "scan", "report", "plots", "docgen",
+     "cli", "__main__", "api"),
 )
 
 

@@ -133,3 +133,41 @@ def test_two_builtins_registering_one_name_is_an_error(monkeypatch):
     monkeypatch.setattr(registry_module, "_is_builtin", lambda ep: True)
     with pytest.raises(PluginError, match="built-in plugin 'builtin_.' and by built-in plugin 'builtin_.'"):
         Registry()
+
+
+class _FieldObservables:
+    """Registers observable ``charge`` for the manifold ``field`` (and ``only_<field>``)."""
+
+    def __init__(self, field):
+        self.field = field
+
+    @hookimpl
+    def lattgen_register_observables(self, register):
+        register("charge", lambda lattice: self.field, field=self.field)
+        register(f"only_{self.field}", lambda lattice: self.field, field=self.field)
+
+
+def test_one_observable_name_for_each_manifold():
+    """Observable names are scoped by manifold: two plugins may both register ``charge`` for
+    their own field; it is resolved by the field asked for, and only a clash on one field is refused."""
+    reg = Registry([("a", _FieldObservables("circle")), ("b", _FieldObservables("sphere"))], entry_points=False)
+    assert reg.names("observable") == ["charge", "only_circle", "only_sphere"]
+    assert reg.get("observable", "charge", field="circle").plugin == "a"
+    assert reg.get("observable", "charge", field="sphere").build(Lattice([2])) == "sphere"
+    assert reg.get("observable", "only_sphere").plugin == "b"  # one field: no need to say which
+    assert reg.for_field_name("observable", "circle") == ["charge", "only_circle"]
+    with pytest.raises(PluginError, match="several fields"):
+        reg.get("observable", "charge")
+    with pytest.raises(UnknownComponentError, match="not for 'real'"):
+        reg.get("observable", "charge", field="real")
+    from lattgen.build import build_observables
+
+    built = build_observables(Lattice([2]), None, reg, field="sphere")
+    assert built == {"charge": "sphere", "only_sphere": "sphere"}
+    assert len([s for s in reg.specs("observable") if s.name == "charge"]) == 2  # `lattgen list` shows both
+    with pytest.warns(PluginWarning, match=r"observable 'charge' \(field 'circle'\) is registered by plugin 'a'"), \
+            pytest.warns(PluginWarning, match="only_circle"):
+        clash = Registry([("a", _FieldObservables("circle")), ("c", _FieldObservables("circle"))],
+                         entry_points=False)
+    with pytest.raises(PluginError, match="registered twice"):
+        clash.get("observable", "charge", field="circle")

@@ -41,7 +41,7 @@ def test_train_run_writes_the_directory_and_load_trained_restores_the_model(tmp_
     cfg = config(registry)
     res = train_run(cfg, tmp_path / "run", registry=registry)
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} == {"config.toml", CHECKPOINT, MODEL, METRICS}
+    assert {p.name for p in run.iterdir()} == {"config.toml", "metadata.json", CHECKPOINT, MODEL, METRICS}
     assert res.step == 6 and [r["step"] for r in read_metrics(run / METRICS)] == [3, 6]
     written = tomllib.loads((run / "config.toml").read_text())
     assert resolve_config(written, registry, require=("action", "model")) == cfg

@@ -57,9 +57,10 @@ def make_affine_coupling(
     network: str = "conv",
     z2: bool = False,
     sites: str = "all",
+    context=None,
 ) -> AffineCoupling:
     """Affine coupling layer on ``lattice``; ``z2=True`` gives the equivariant version."""
     odd = (False, True) if z2 else None
-    net = make_conditioner(network, lattice.shape, 2, hidden, kernel_size, activation, odd)
+    net = make_conditioner(network, lattice.shape, 2, hidden, kernel_size, activation, odd, context)
     cls = Z2AffineCoupling if z2 else AffineCoupling
     return cls(lattice, parity, net, sites)

@@ -139,15 +139,17 @@ def make_spline_model(
 
 def z2_coupling_factory(
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, network: str, bins: int,
-    tail_bound: float,
+    tail_bound: float, context=None,
 ) -> Callable[[Lattice, int, str], Bijection]:
-    """``make(lattice, parity, sites)``: a Z2-equivariant affine or odd-spline coupling with these settings."""
+    """``make(lattice, parity, sites)``: a Z2-equivariant affine or odd-spline coupling with these
+    settings (conditioned on the couplings of ``context``, a ``CouplingContext``, when given)."""
     if coupling == "affine":
         return lambda lattice, parity, sites: make_affine_coupling(
-            lattice, parity, hidden, kernel_size, activation, network, z2=True, sites=sites)
+            lattice, parity, hidden, kernel_size, activation, network, z2=True, sites=sites, context=context)
     if coupling == "spline":
         return lambda lattice, parity, sites: make_spline_coupling(
-            lattice, parity, hidden, kernel_size, activation, network, bins, tail_bound, z2=True, sites=sites)
+            lattice, parity, hidden, kernel_size, activation, network, bins, tail_bound, z2=True, sites=sites,
+            context=context)
     raise ConfigError(f"model.coupling: {coupling!r} is unknown; choose affine or spline")
 
 

@@ -190,15 +190,22 @@ def make_conditioner(
     kernel_size: int,
     activation: str,
     odd: Sequence[bool] | None = None,
+    context=None,
 ) -> nn.Module:
-    """A conv or dense conditioner with ``out_channels``; symmetrised when ``odd`` gives parities."""
+    """A conv or dense conditioner with ``out_channels``; symmetrised when ``odd`` gives parities;
+    with a ``CouplingContext`` (conditioning.py) the couplings are extra input channels."""
+    c_in = 1 + (context.k if context is not None else 0)
     if network == "conv":
-        net: nn.Module = ConvNet(len(shape), 1, out_channels, hidden, kernel_size, activation)
+        net: nn.Module = ConvNet(len(shape), c_in, out_channels, hidden, kernel_size, activation)
     elif network == "dense":
-        net = DenseNet(shape, 1, out_channels, hidden, activation)
+        net = DenseNet(shape, c_in, out_channels, hidden, activation)
     else:
         raise ConfigError(f"unknown network {network!r}; choose conv or dense")
     net.check_lattice(shape)
+    if context is not None:
+        from .conditioning import WithCouplings
+
+        net = WithCouplings(net, context)
     if odd is not None:
         if len(odd) != out_channels:  # programming error inside this plugin
             raise ValueError("one parity per output channel")

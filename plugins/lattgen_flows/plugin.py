@@ -171,9 +171,42 @@ def make_gaussian_model(action, **params):
     return make(action, **params)
 
 
+def make_conditional_equivariant(action, **params):
+    """Equivariant flow conditioned on the action's couplings over a range (amortised over a scan)."""
+    from .conditional_models import make_conditional_equivariant as make
+
+    return make(action, **params)
+
+
+def make_conditional_multigrid(action, **params):
+    """Multigrid flow conditioned on the action's couplings over a range (amortised over a scan)."""
+    from .conditional_models import make_conditional_multigrid as make
+
+    return make(action, **params)
+
+
+COUPLINGS = Param("couplings", "table", None,
+                  "trained range of each coupling, {name = [lo, hi], ...} (default: every coupling of "
+                  "the action, +-10% around its value)", nullable=True)
+
+
 def _with_registry(factory, registry):
     """``factory`` with the registry it was registered in bound (its ``layers`` are built by it)."""
     return functools.update_wrapper(functools.partial(factory, registry=registry), factory)
+
+
+MULTIGRID_PARAMS = (
+    Param("levels", "int", 2, "number of levels: the coarsest lattice is L / 2^(levels-1) "
+          "(extents must be divisible by 2^levels)", min=1),
+    Param("coarse_layers", "int", 4, "couplings at the coarsest level (after its free-field layer)", min=0),
+    Param("refine_layers", "int", 2, "couplings per finer level on its fine sites only "
+          "(conditioned on the coarse field)", min=0),
+    Param("smooth_layers", "int", 2, "couplings per finer level on all sites, after refinement", min=0),
+    Param("coupling", "str", "spline", "Z2-equivariant coupling type: spline or affine",
+          choices=("affine", "spline")),
+    hidden((16, 16)), KERNEL, ACTIVATION, BINS, TAIL,
+    Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
+)
 
 
 @hookimpl
@@ -194,18 +227,17 @@ def lattgen_register_models(register):
         Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
         LAYERS,
     ))
-    register("multigrid", make_multigrid_model, params=(
-        Param("levels", "int", 2, "number of levels: the coarsest lattice is L / 2^(levels-1) "
-              "(extents must be divisible by 2^levels)", min=1),
-        Param("coarse_layers", "int", 4, "couplings at the coarsest level (after its free-field layer)", min=0),
-        Param("refine_layers", "int", 2, "couplings per finer level on its fine sites only "
-              "(conditioned on the coarse field)", min=0),
-        Param("smooth_layers", "int", 2, "couplings per finer level on all sites, after refinement", min=0),
-        Param("coupling", "str", "spline", "Z2-equivariant coupling type: spline or affine",
-              choices=("affine", "spline")),
-        hidden((16, 16)), KERNEL, ACTIVATION, BINS, TAIL,
+    register("multigrid", make_multigrid_model, params=MULTIGRID_PARAMS)
+    register("conditional_equivariant", make_conditional_equivariant, params=(
+        COUPLINGS,
+        Param("coupling", "str", "spline", "coupling type: spline or affine", choices=("affine", "spline")),
+        n_layers(4), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
+        Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
         Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
-    ))
+    ), compare=False)
+    register("conditional_multigrid", make_conditional_multigrid, params=(
+        COUPLINGS, *MULTIGRID_PARAMS,
+    ), compare=False)
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
         Param("learnable", "bool", True, "train the spectrum (and the rescale)"),

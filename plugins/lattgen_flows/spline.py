@@ -142,12 +142,14 @@ def make_spline_coupling(
     tail_bound: float = 4.0,
     z2: bool = False,
     sites: str = "all",
+    context=None,
 ) -> SplineCoupling:
     """RQ-spline coupling on ``lattice``; ``z2=True`` gives the odd-spline equivariant version."""
     check_spline_params(bins, tail_bound)
     cls = Z2SplineCoupling if z2 else SplineCoupling
     odd = Z2SplineCoupling.odd_channels(bins) if z2 else None
-    net = make_conditioner(network, lattice.shape, cls.n_channels(bins), hidden, kernel_size, activation, odd)
+    net = make_conditioner(network, lattice.shape, cls.n_channels(bins), hidden, kernel_size, activation, odd,
+                           context)
     return cls(lattice, parity, net, bins, tail_bound, sites)
 
 

@@ -142,7 +142,7 @@ class IMH(Sampler):
         """Draw batch_size * n_chains proposals in one model call; log-weights in float64."""
         n = self.batch_size * self.n_chains
         phi, log_q = self.model.sample(n, self.generator)
-        phi = phi.to(device=self.device, dtype=torch.float64)
+        phi = phi.to(device=self.device, dtype=self.space.dtype(torch.float64))  # complex128 for complex fields
         log_w = -self.action(phi) - log_q.to(device=self.device, dtype=torch.float64)
         # a proposal whose weight is not finite is never accepted (module docstring)
         bad = ~torch.isfinite(log_w)
@@ -151,7 +151,7 @@ class IMH(Sampler):
         self._drawn += n
         log_w = torch.where(bad, -torch.inf, log_w)
         self._check_non_finite()  # one scalar read per refill, not per step
-        self._buffer_phi = phi.to(self.dtype).reshape(self.batch_size, self.n_chains, *self._shape)
+        self._buffer_phi = phi.to(self.space.dtype(self.dtype)).reshape(self.batch_size, self.n_chains, *self._shape)
         self._buffer_lw = log_w.reshape(self.batch_size, self.n_chains)
         self._pos = 0
 

@@ -291,6 +291,25 @@ def make_abs_magnetisation(lattice: Lattice) -> Observable:
     return Observable("abs_magnetisation", lambda phi: features(phi).m.abs()[:, None], doc="<|m|>")
 
 
+def sign_flip_statistics(signs: np.ndarray) -> dict[str, float]:
+    """Tunnelling between the two ordered phases, from sign(m) of every step (n_steps, n_chains, 1):
+    total sign flips, flips per step (the tunnelling rate per chain and step), the fewest flips of
+    any chain and the number of chains that never flipped."""
+    s = signs[..., 0]
+    flips = (s[1:] != s[:-1]).sum(axis=0) if s.shape[0] > 1 else np.zeros(s.shape[1])
+    steps = max(s.shape[0] - 1, 1) * s.shape[1]
+    return {"sign_flips": float(flips.sum()), "flips_per_step": float(flips.sum()) / steps,
+            "min_flips_per_chain": float(flips.min()), "chains_without_flip": float((flips == 0).sum())}
+
+
+def make_magnetisation_sign(lattice: Lattice) -> Observable:
+    """<sign m>: zero by symmetry; its tau_int and the chains' sign flips measure tunnelling
+    between the ordered phases (a chain statistic: ``chain_sign_flips``, ``chain_flips_per_step``)."""
+    features = _feature_source(lattice)
+    return Observable("magnetisation_sign", lambda phi: torch.sign(features(phi).m)[:, None],
+                      doc="<sign m> and sign flips per chain", chain_statistics=sign_flip_statistics)
+
+
 def make_susceptibility(lattice: Lattice) -> Observable:
     """chi = V <m^2> = sum_x <phi_0 phi_x> = G~(0) (primary: V m^2)."""
     features = _feature_source(lattice)
@@ -441,6 +460,7 @@ def make_ising_energy(lattice: Lattice) -> Observable:
 OBSERVABLES: dict[str, tuple[Callable[[Lattice], Observable], str]] = {
     "magnetisation": (make_magnetisation, "<m>, m = (1/V) sum_x phi_x"),
     "abs_magnetisation": (make_abs_magnetisation, "<|m|>"),
+    "magnetisation_sign": (make_magnetisation_sign, "<sign m>; sign flips per chain (tunnelling)"),
     "susceptibility": (make_susceptibility, "chi = V <m^2>"),
     "binder_cumulant": (make_binder_cumulant, "U4 = 1 - <m^4>/(3 <m^2>^2)"),
     "correlation_length": (make_correlation_length, "second-moment xi from G~(0), G~(2pi/L)"),
@@ -481,6 +501,7 @@ def gaussian_exact(
     links = np.mean([g_x[_unit_vector(lattice, mu)] for mu in range(lattice.ndim)])
     return {
         "magnetisation": np.array([0.0]),
+        "magnetisation_sign": np.array([0.0]),
         "abs_magnetisation": np.array([math.sqrt(2.0 * chi / (math.pi * lattice.volume))]),
         "susceptibility": np.array([chi]),
         "binder_cumulant": np.array([0.0]),

@@ -11,6 +11,7 @@ on a periodic lattice of any dimension and shape:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -57,6 +58,28 @@ class Phi4Base(Action):
         """Site potential a phi^2 + b phi^4 + c, shape of phi."""
         phi2 = phi * phi
         return phi2 * (self.a + self.b * phi2) + self.c
+
+    def density_at(self, phi: torch.Tensor, kappa, a, b, c) -> torch.Tensor:
+        """Site density -kappa sum_mu phi_x phi_{x+mu} + a phi^2 + b phi^4 + c with coefficients
+        that are numbers or per-configuration tensors (batch,) (broadcast over the sites)."""
+        shape = (phi.shape[0],) + (1,) * self.lattice.ndim
+
+        def per_site(v):
+            return v.to(phi.dtype).view(shape) if isinstance(v, torch.Tensor) else v
+
+        kappa, a, b, c = map(per_site, (kappa, a, b, c))
+        phi2 = phi * phi
+        return phi2 * (a + b * phi2) + c - kappa * self.forward_hopping(phi)
+
+    def coefficients_at(self, couplings: Mapping[str, torch.Tensor]) -> tuple:
+        """(kappa, a, b, c), each a number or a (batch,) tensor, from per-configuration couplings."""
+        raise NotImplementedError
+
+    def action_at(self, phi: torch.Tensor, couplings: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """S(phi_i; c_i) with per-configuration couplings (batch,); missing ones keep this action's value."""
+        self.lattice.check_field(phi)
+        self.check_couplings(couplings, phi.shape[0])
+        return self.density_at(phi, *self.coefficients_at(couplings)).sum(dim=self.lattice.dims)
 
     # -- the Action interface -------------------------------------------------------------
     def action(self, phi: torch.Tensor) -> torch.Tensor:
@@ -126,6 +149,12 @@ class Phi4Action(Phi4Base):
     def params(self) -> dict[str, Any]:
         return {"beta": self.beta, "lam": self.lam}
 
+    def coefficients_at(self, couplings):
+        """Form B: kappa = beta, a = 1 - 2 lam, b = c = lam."""
+        beta = couplings.get("beta", self.beta)
+        lam = couplings.get("lam", self.lam)
+        return beta, 1.0 - 2.0 * lam, lam, lam
+
     def to_standard(self) -> Phi4StandardAction:
         """The same theory in form A (fields related by phi_A = sqrt(beta/2) phi_B)."""
         m2, lamA = forms.form_b_to_a(self.beta, self.lam, self.lattice.ndim)
@@ -150,6 +179,11 @@ class Phi4StandardAction(Phi4Base):
     @property
     def params(self) -> dict[str, Any]:
         return {"m2": self.m2, "lamA": self.lamA}
+
+    def coefficients_at(self, couplings):
+        """Form A: kappa = 2, a = 2d + m2, b = lamA, c = 0."""
+        m2 = couplings.get("m2", self.m2)
+        return 2.0, 2.0 * self.lattice.ndim + m2, couplings.get("lamA", self.lamA), 0.0
 
     def to_seed_form(self) -> Phi4Action:
         """The same theory in form B (fields related by phi_B = sqrt(2/beta) phi_A)."""

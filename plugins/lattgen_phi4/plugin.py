@@ -5,13 +5,14 @@ from __future__ import annotations
 from lattgen import Param, ScalingLine, Theory, hookimpl
 
 PHI4_PARAMS = (
-    Param("beta", "float", doc="hopping parameter beta (form B); free field needs beta < 1/d", min=0),
-    Param("lam", "float", 0.5, doc="quartic coupling lam of lam (phi^2 - 1)^2", min=0),
+    Param("beta", "float", doc="hopping parameter beta (form B); free field needs beta < 1/d", min=0,
+          coupling=True),
+    Param("lam", "float", 0.5, doc="quartic coupling lam of lam (phi^2 - 1)^2", min=0, coupling=True),
 )
 
 PHI4_STANDARD_PARAMS = (
-    Param("m2", "float", doc="bare mass squared m2 (form A); free field needs m2 > 0"),
-    Param("lamA", "float", doc="quartic coupling lamA of lamA phi^4", min=0),
+    Param("m2", "float", doc="bare mass squared m2 (form A); free field needs m2 > 0", coupling=True),
+    Param("lamA", "float", doc="quartic coupling lamA of lamA phi^4", min=0, coupling=True),
 )
 
 
@@ -40,14 +41,18 @@ def make_phi4(lattice, **params):
     """phi^4, seed's form B: S = sum_x [-beta sum_mu phi_x phi_{x+mu} + phi_x^2 + lam (phi_x^2 - 1)^2]."""
     from .action import Phi4Action
 
-    return Phi4Action(lattice, **params)
+    action = Phi4Action(lattice, **params)
+    action.coupling_params = {p.name: p for p in PHI4_PARAMS if p.coupling}  # also without the registry
+    return action
 
 
 def make_phi4_standard(lattice, **params):
     """phi^4, standard form A: S = sum_x [-2 sum_mu phi_x phi_{x+mu} + (2d + m2) phi_x^2 + lamA phi_x^4]."""
     from .action import Phi4StandardAction
 
-    return Phi4StandardAction(lattice, **params)
+    action = Phi4StandardAction(lattice, **params)
+    action.coupling_params = {p.name: p for p in PHI4_STANDARD_PARAMS if p.coupling}
+    return action
 
 
 @hookimpl

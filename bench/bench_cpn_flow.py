@@ -1,0 +1,44 @@
+"""The flow entry of bench_cpn.py: train cpn_flow by reverse KL for a CPU-time budget, then imh."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from bench_cpn import NAMES
+
+from lattgen import Lattice, make_generator
+from lattgen.analysis import analyse_chain
+from lattgen.observable import measure_all
+from lattgen.registry import get_registry
+from lattgen.sampler import run_chain
+from lattgen.train import train
+
+
+def run_flow(args, summary):
+    reg = get_registry()
+    lat = Lattice([args.L, args.L])
+    action = reg.get("action", "cpn").build(lat, params={"N": args.N, "beta": args.beta})
+    model = reg.get("model", "cpn_flow").build(action, params={"n_layers": args.layers, "hidden": args.hidden})
+    from lattgen.config import resolve_train
+
+    cfg = resolve_train({"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
+                         "threads": 1, "dtype": args.dtype, "log_every": 50, "checkpoint_every_s": 1e9}, "train")
+    t0 = time.process_time()
+    out = Path(args.out) if args.out else None
+    result = train(model, action, cfg, out_dir=out, generator=make_generator(0))
+    train_cpu = time.process_time() - t0
+    model = model.double().eval()
+    obs = {n: reg.get("observable", n, field="sphere").build(lat) for n in NAMES}
+    sampler = reg.get("sampler", "imh").build(action, params={"n_chains": 16, "batch_size": 64, "translate": True},
+                                              device="cpu", dtype=torch.float64, generator=make_generator(1),
+                                              model=model)
+    t1 = time.perf_counter()
+    chain = run_chain(sampler, measure_all(obs), args.samples, n_therm=50)
+    wall = time.perf_counter() - t1
+    info = chain.info
+    extra = {"train_cpu_s": round(train_cpu, 1), "train_steps": result.step,
+             "acceptance": chain.acceptance, "longest_rejection_run": info.get("longest_rejection_run"),
+             "ess": result.metrics.get("ess"), "layers": args.layers, "hidden": args.hidden, "batch": args.batch}
+    return summary("cpn_flow+imh", args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)

@@ -1,0 +1,178 @@
+"""Issue 15 benchmarks: amortised (conditional) flows over a beta scan, and the broken phase.
+
+(a) one conditional flow trained over beta in [0.55, 0.70] against 8 flows trained separately
+    with the same total time, IMH acceptance at 8 points (phi^4, L = 16, lam = 0.5):
+
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu
+        bench-slot python bench/bench_scan.py separate --time 150 --clock cpu --out runs/scan_sep_cpu
+        python bench/bench_scan.py accept --cond runs/scan_cond_cpu --sep runs/scan_sep_cpu
+
+(b) broken phase, L = 16, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip) vs HMC:
+
+        bench-slot lattgen scan bench/configs/broken_L16.toml --out runs/broken_L16
+        python bench/bench_scan.py broken --out runs/broken_L16
+
+(c) the scan's cost to 1% on chi, conditional flow vs HMC, at L = 8 and 16:
+
+        bench-slot lattgen scan bench/configs/scan_L16.toml --out runs/scan_L16   # uses runs/scan_cond_cpu
+        bench-slot lattgen scan bench/configs/scan_L8.toml --out runs/scan_L8
+        python bench/bench_scan.py cost runs/scan_L8 runs/scan_L16
+
+Every run is one thread (``torch.set_num_threads(1)``); acceptances are the expected IMH
+acceptance of 8192 fresh proposals (``lattgen.reweight.expected_imh_acceptance``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lattgen.build import build_action, make_generator
+from lattgen.config import resolve_config
+from lattgen.evaluation import evaluate
+from lattgen.rundir import load_trained, train_run
+
+BETAS = [round(float(b), 6) for b in np.linspace(0.55, 0.70, 8)]
+LAM = 0.5
+
+
+def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1, clock: str = "wall") -> dict:
+    raw = {"action": {"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM},
+           "model": model,
+           "train": {"max_time_s": time_s, "batch_size": 128, "lr": 2e-3, "threads": 1, "clock": clock},
+           "run": {"seed": seed}}
+    return resolve_config(raw, require=("action", "model", "train"))
+
+
+def acceptance_at(model, beta: float, L: int, n: int = 8192) -> dict:
+    action = build_action({"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM})
+    if hasattr(model, "condition"):
+        model.condition({"beta": beta})
+    t0 = time.perf_counter()
+    m = evaluate(model, action, n, make_generator(7), batch_size=1024)
+    return {"beta": beta, "acceptance": m["acceptance"], "ess": m["ess"], "eval_s": time.perf_counter() - t0}
+
+
+def cmd_conditional(args):
+    model = {"name": args.model, "couplings": {"beta": [BETAS[0], BETAS[-1]]}, **json.loads(args.model_params)}
+    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time, clock=args.clock)
+    res = train_run(cfg, args.out, resume=True)
+    print(res.summary(), flush=True)
+    _, _, trained = load_trained(args.out)
+    rows = [acceptance_at(trained, b, args.L) for b in BETAS]
+    (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": res.elapsed_s, "steps": res.step,
+                                                                 "rows": rows}, indent=1))
+    print(json.dumps(rows))
+
+
+def cmd_separate(args):
+    rows = []
+    total = 0.0
+    for beta in BETAS:
+        out = Path(args.out) / f"beta{beta:g}"
+        res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time,
+                               clock=args.clock), out, resume=True)
+        total += res.elapsed_s
+        _, _, trained = load_trained(out)
+        rows.append({**acceptance_at(trained, beta, args.L), "train_s": res.elapsed_s, "steps": res.step})
+        print(rows[-1], flush=True)
+    (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": total, "rows": rows}, indent=1))
+
+
+def cmd_accept(args):
+    cond = json.loads((Path(args.cond) / "acceptance.json").read_text())
+    sep = json.loads((Path(args.sep) / "acceptance.json").read_text())
+    print(f"conditional: {cond['train_s']:.0f} s, {cond.get('steps')} steps; separate: {sep['train_s']:.0f} s total")
+    print("| beta | conditional | separate |\n|---|---|---|")
+    for c, s in zip(cond["rows"], sep["rows"]):
+        print(f"| {c['beta']:.4f} | {c['acceptance']:.3f} | {s['acceptance']:.3f} |")
+
+
+def _load(out: str) -> dict:
+    return json.loads((Path(out) / "results.json").read_text())
+
+
+def cmd_broken(args):
+    """ESS(m)/s, tau_int(m) and sign flips per entry and point of a broken-phase scan; flow/HMC ratios."""
+    res = _load(args.out)
+    rows = res["rows"]
+    print("| beta | entry | acceptance | tau_int(m) | ESS(m)/s | sign flips | chains without a flip | <m> |")
+    print("|---|---|---|---|---|---|---|---|")
+    by = {}
+    for r in rows:
+        ess_s = r.get("magnetisation_n_eff", 0) / r["sample_time_s"] if r.get("sample_time_s") else float("nan")
+        by[(r["beta"], r["label"])] = ess_s
+        print(f"| {r['beta']:g} | {r['label']} | {r['acceptance']:.3f} | {r.get('magnetisation_tau_int', float('nan')):.3g} "
+              f"| {ess_s:.3g} | {r.get('magnetisation_sign_sign_flips', float('nan')):.0f} "
+              f"| {r.get('magnetisation_sign_chains_without_flip', float('nan')):.0f} "
+              f"| {r.get('magnetisation', float('nan')):.3f}({1000 * r.get('magnetisation_error', float('nan')):.0f}e-3) |")
+    for beta in sorted({b for b, _ in by}):
+        hmc = by.get((beta, "hmc"))
+        for label in ("flow", "flow_z2flip", "metropolis"):
+            if (beta, label) in by and hmc:
+                print(f"beta {beta:g}: ESS(m)/s {label} / hmc = {by[(beta, label)] / hmc:.3g}")
+    for t in res["totals"]:
+        print(f"{t['label']}: training {t['train_time_s']:.0f} s")
+
+
+def cmd_cost(args):
+    """Total scan cost to 1% on chi per method at each L, and the number of points where training pays."""
+    for out in args.outs:
+        res = _load(out)
+        tot = {t["label"]: t for t in res["totals"]}
+        cond, hmc = tot.get("conditional"), tot.get("hmc")
+        print(f"{out}: " + "; ".join(f"{t['label']}: train {t['train_time_s']:.0f} s + sampling "
+                                      f"{t['sample_cost_s']:.3g} s = {t['total_cost_s']:.3g} s"
+                                      for t in res["totals"]))
+        if cond and hmc:
+            per_c = cond["sample_cost_s"] / cond["points"]
+            per_h = hmc["sample_cost_s"] / hmc["points"]
+            if per_c < per_h:
+                print(f"  sampling per point: conditional {per_c:.3g} s, hmc {per_h:.3g} s: training pays after "
+                      f"{cond['train_time_s'] / (per_h - per_c):.3g} points")
+            else:
+                print(f"  sampling per point: conditional {per_c:.3g} s >= hmc {per_h:.3g} s: no number of "
+                      "points makes the conditional flow cheaper at this L")
+        for r in res["rows"]:
+            print(f"  {r['label']} beta {r['beta']:g}: acc {r['acceptance']:.3f} tau_chi "
+                  f"{r.get('susceptibility_tau_int', float('nan')):.3g} cost {r['cost_s'] or float('nan'):.3g} s")
+
+
+def main():
+    torch.set_num_threads(1)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn in (("conditional", cmd_conditional), ("separate", cmd_separate)):
+        s = sub.add_parser(name)
+        s.add_argument("--time", type=float, required=True, help="training seconds (separate: per point)")
+        s.add_argument("--out", required=True)
+        s.add_argument("--L", type=int, default=16)
+        s.add_argument("--model", default="conditional_multigrid" if name == "conditional" else "multigrid")
+        s.add_argument("--model-params", default="{}", help="JSON of extra [model] keys")
+        s.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="[train] clock of the budget")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("broken")
+    s.add_argument("--out", required=True, help="output of lattgen scan bench/configs/broken_L16.toml")
+    s.set_defaults(fn=cmd_broken)
+    s = sub.add_parser("cost")
+    s.add_argument("outs", nargs="+", help="outputs of lattgen scan bench/configs/scan_L{8,16}.toml")
+    s.set_defaults(fn=cmd_cost)
+    s = sub.add_parser("accept")
+    s.add_argument("--cond", required=True)
+    s.add_argument("--sep", required=True)
+    s.set_defaults(fn=cmd_accept)
+    args = p.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

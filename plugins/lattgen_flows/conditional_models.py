@@ -1,0 +1,80 @@
+"""Conditional (amortised) flows ``conditional_equivariant`` and ``conditional_multigrid``.
+
+The equivariant and multigrid stacks with every coupling network conditioned on the action's
+couplings (extra constant input channels, normalised over the trained range) and a leading
+``CouplingScale``; trained once by reverse KL over the range (couplings drawn per
+configuration, ``lattgen.ConditionalModel``), then used by imh at any point. At a fixed point
+the model is an ordinary Z2-equivariant flow (``model.flow`` reads the point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from lattgen import Action, Composition, ConditionalModel, coupling_ranges
+
+from .conditioning import CouplingContext, CouplingScale
+from .flow_model import LatticeFlowModel
+from .models import _head, gaussian_kinetic, z2_coupling_factory
+from .multigrid import build_multigrid, check_levels
+from .spline import PointwiseOddSpline
+
+
+class ConditionalFlowModel(ConditionalModel, LatticeFlowModel):
+    """A lattice flow whose layers read the couplings from a shared ``CouplingContext``."""
+
+    def __init__(self, action: Action, ranges: Mapping[str, tuple[float, float]], context: CouplingContext,
+                 layers: list, path_gradient: bool):
+        LatticeFlowModel.__init__(self, action.lattice, Composition(layers), path_gradient)
+        self.init_couplings(action, ranges)
+        self.context = context
+        self._sync_point()
+
+    def _sync_point(self) -> None:
+        self.context.set_point(self.normalised(self.point_tensors(1), self.dtype))
+
+    def condition(self, point):
+        super().condition(point)
+        self._sync_point()
+        return self
+
+    def sample_at(self, couplings, generator=None):
+        with self.context.using(self.normalised(couplings, self.dtype)):
+            return LatticeFlowModel.sample(self, next(iter(couplings.values())).shape[0], generator)
+
+    def log_prob_at(self, phi, couplings):
+        with self.context.using(self.normalised(couplings, self.dtype)):
+            return LatticeFlowModel.log_prob(self, phi)
+
+
+def make_conditional_equivariant(
+    action: Action, couplings, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
+    activation: str, network: str, bins: int, tail_bound: float, free_field: bool, pointwise: bool,
+    path_gradient: bool = True,
+) -> ConditionalFlowModel:
+    """The equivariant flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
+    ranges = coupling_ranges(action, couplings)
+    ctx = CouplingContext(list(ranges))
+    lat = action.lattice
+    stack = [CouplingScale(lat, ctx), *_head(action, free_field)]
+    if pointwise:
+        stack.append(PointwiseOddSpline(lat, bins, tail_bound))
+    make = z2_coupling_factory(coupling, hidden, kernel_size, activation, network, bins, tail_bound, ctx)
+    stack += [make(lat, i % 2, "all") for i in range(n_layers)]
+    return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
+
+
+def make_conditional_multigrid(
+    action: Action, couplings, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
+    coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
+    tail_bound: float, path_gradient: bool = True,
+) -> ConditionalFlowModel:
+    """The multigrid flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
+    ranges = coupling_ranges(action, couplings)
+    ctx = CouplingContext(list(ranges))
+    lat = action.lattice
+    check_levels(lat, levels)
+    make = z2_coupling_factory(coupling, hidden, kernel_size, activation, "conv", bins, tail_bound, ctx)
+    stack = [CouplingScale(lat, ctx), *build_multigrid(lat, gaussian_kinetic(action), levels, make,
+                                                       coarse_layers, refine_layers, smooth_layers)]
+    return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
