@@ -116,7 +116,7 @@ class U1FlowModel(FlowModel):
         _, log_det = self.flow.inverse_and_log_det(phi)
         return self.log_prior(phi.shape[0], phi.dtype, phi.device) + log_det
 
-    def relattice(self, lattice: Lattice) -> "U1FlowModel":
+    def relattice(self, lattice: Lattice) -> U1FlowModel:
         """The same weights on another lattice (masks rebuilt; both extents multiples of 4)."""
         for m in self.flow.modules():
             if isinstance(m, LatticeBijection):
