@@ -71,7 +71,7 @@ def run_flow(args, exact):
     cfg = resolve_config(raw, require=("action", "model", "train"))
     out = Path(args.out)
     result = train_run(cfg, out, resume=True)
-    config, action, model = load_trained(out)
+    config, _, model = load_trained(out)
     sample_cfg = dict(config, sampler={"name": "imh", "n_chains": 16, "batch_size": 64},
                       run=dict(config["run"], n_samples=args.samples, observables=OBSERVABLES))
     sample_cfg = resolve_config(sample_cfg, require=("action", "sampler"))
@@ -83,7 +83,9 @@ def run_classical(name, args, exact):
     params = {"hmc": {"n_chains": 64, "trajectory_length": 1.0}, "u1_heatbath": {"n_chains": 64}}[name]
     cfg = resolve_config({"action": {"name": "u1", "lattice": [args.L, args.L], "beta": args.beta},
                           "sampler": {"name": name, **params},
-                          "run": {"seed": args.seed, "n_samples": args.classical_samples or args.samples,
+                          "run": {"seed": args.seed,
+                                  "n_samples": (args.heatbath_samples if name == "u1_heatbath" else None)
+                                  or args.classical_samples or args.samples,
                                   "n_therm": args.therm,
                                   "observables": OBSERVABLES}}, require=("action", "sampler"))
     results, _ = run_sampling(cfg)
@@ -126,6 +128,8 @@ def main():
     ap.add_argument("--samples", type=int, default=50000)
     ap.add_argument("--classical-samples", type=int, default=None,
                     help="measured configurations of each classical sampler (default: --samples)")
+    ap.add_argument("--heatbath-samples", type=int, default=None,
+                    help="measured configurations of the heatbath (default: --classical-samples)")
     ap.add_argument("--therm", type=int, default=None, help="thermalisation steps of the classical samplers")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="/tmp/bench_u1_flow")

@@ -71,10 +71,10 @@ def build_observables(
     lattice: Lattice, names: Sequence[str] | None = None, registry: Registry | None = None,
     field: str | None = None,
 ) -> dict[str, Observable]:
-    """The named observables (default: every registered one) for ``lattice``; ``field`` (the
-    action's ``field_space.manifold``) picks among observables of one name registered for
-    several manifolds, and restricts the default to that manifold's."""
+    """The named observables for ``lattice`` (default: every one registered for ``field``, the
+    action's ``field_space.manifold``, or for real fields when None); ``field`` also picks among
+    observables of one name registered for several manifolds."""
     reg = _registry(registry)
     if names is None:
-        names = reg.names("observable") if field is None else reg.for_field_name("observable", field)
+        names = reg.for_field_name("observable", field or "real")
     return {n: reg.get("observable", n, field=field).build(lattice, where=f"observable {n}") for n in names}

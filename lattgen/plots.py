@@ -193,7 +193,10 @@ def plot_histograms(summary, out: Path) -> Path | None:
     pooled = np.concatenate([v for _, _, v in series])
     pooled = pooled[np.isfinite(pooled)]
     lo, hi = np.quantile(pooled, [0.0005, 0.9995])
-    bins = np.linspace(lo, hi, 61) if hi > lo else 60
+    if np.all(pooled == np.round(pooled)) and hi - lo <= 200:  # integers (e.g. a topological charge)
+        bins = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5)
+    else:
+        bins = np.linspace(lo, hi, 61) if hi > lo else 60
     exact = [v for _, e, v in series if "model" not in e]
     reference = np.concatenate(exact) if exact else None
     fig, axes = _grid(plt, len(series), sharex=True, sharey=True)

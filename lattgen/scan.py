@@ -34,6 +34,7 @@ from .compare_config import config_hash, entry_config, model_sampler
 from .config import resolve_action, resolve_component, resolve_run, resolve_train
 from .errors import ConfigError, LattgenError
 from .params import Param, reject_unknown, validate_params
+from .plots import styled
 from .registry import Registry, get_registry
 
 SCAN_PARAMS: tuple[Param, ...] = (
@@ -372,9 +373,10 @@ def _row(res: Mapping[str, Any], point, label: str, kind: str, fom, target: floa
     return row
 
 
+@styled
 def plot_scan(result: Mapping[str, Any], out: Path) -> Path:
     """Headline observables, acceptance and tau_int(F) against the first scanned coupling, one line
-    per entry (and per value of any other scanned coupling)."""
+    per entry (and per value of any other scanned coupling), in the shared style of lattgen.plots."""
     from .plots import pyplot, save_figure
 
     plt = pyplot()

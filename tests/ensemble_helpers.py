@@ -42,7 +42,7 @@ def weight0(lattice):
 class VectorsPlugin:
     @hookimpl
     def lattgen_register_actions(self, register):
-        register("uniform_vectors", UniformVectors, theory=Theory(classical_samplers=("fresh",)))
+        register("uniform_vectors", UniformVectors, theory=Theory(classical_samplers=("fresh",), observables=("weight0",)))
 
     @hookimpl
     def lattgen_register_samplers(self, register):

@@ -20,11 +20,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rounding import ROUNDING_OPS
 
 from lattgen import Lattice, wrap_angle
 from lattgen.model import Bijection, FlowModel
 from lattgen.registry import get_registry
-from rounding import ROUNDING_OPS
 
 pytestmark = pytest.mark.numerical
 

@@ -82,9 +82,9 @@ def test_large_volume_limits():
     """V -> infinity: chi_t -> <(phi/2pi)^2> of one plaquette (quadrature), W(A) -> (I1/I0)^A, the
     plaquette -> I1/I0; no overflow at V = 64^2 (I_0^V ~ 10^4000)."""
     for beta in (1.0, 4.0, 8.0):
-        num, _ = integrate.quad(lambda p: (p / (2 * math.pi)) ** 2 * math.exp(beta * (math.cos(p) - 1)),
+        num, _ = integrate.quad(lambda p, b=beta: (p / (2 * math.pi)) ** 2 * math.exp(b * (math.cos(p) - 1)),
                                 -math.pi, math.pi, epsabs=0, epsrel=1e-13)
-        den, _ = integrate.quad(lambda p: math.exp(beta * (math.cos(p) - 1)), -math.pi, math.pi,
+        den, _ = integrate.quad(lambda p, b=beta: math.exp(b * (math.cos(p) - 1)), -math.pi, math.pi,
                                 epsabs=0, epsrel=1e-13)
         assert susceptibility_infinite_volume(beta) == pytest.approx(num / den, rel=1e-11)
         big = Lattice([64, 64])

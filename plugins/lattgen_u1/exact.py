@@ -41,8 +41,8 @@ class BesselTable:
 
     def __init__(self, beta: float):
         self.beta = float(beta)
-        self.n_max = int(math.ceil(self.beta)) + 20          # the sum over n (w_n <= (I_N/I_0)^2)
-        self.k_max = self.n_max + int(math.ceil(self.beta)) + 20  # the Fourier sums over k
+        self.n_max = math.ceil(self.beta) + 20          # the sum over n (w_n <= (I_N/I_0)^2)
+        self.k_max = self.n_max + math.ceil(self.beta) + 20  # the Fourier sums over k
         self.m_max = self.n_max + self.k_max + 1
         m = np.arange(0, self.m_max + 1)
         self._ive = ive(m, self.beta)
@@ -127,7 +127,7 @@ def wilson_loop(lattice: Lattice, beta: float, area: int) -> float:
 
 def creutz_ratio(lattice: Lattice, beta: float, r: int, t: int) -> float:
     """chi(R, T) = -log[W(R,T) W(R-1,T-1) / (W(R,T-1) W(R-1,T))] (W of area 0 is 1)."""
-    w = lambda a: wilson_loop(lattice, beta, a)  # noqa: E731
+    w = lambda a: wilson_loop(lattice, beta, a)
     return -math.log(w(r * t) * w((r - 1) * (t - 1)) / (w(r * (t - 1)) * w((r - 1) * t)))
 
 

@@ -41,7 +41,7 @@ def loop_features(theta: torch.Tensor, masks: dict[str, torch.Tensor], rectangle
 class PlaquetteCoupling(LatticeBijection):
     """One gauge-equivariant coupling (mu, offset): splines of active plaquettes given frozen loops."""
 
-    def __init__(self, lattice: Lattice, mu: int = 0, offset: int = 0, hidden=(32, 32), kernel_size: int = 3,
+    def __init__(self, lattice: Lattice, mu: int = 0, offset: int = 0, hidden=(16, 16), kernel_size: int = 3,
                  activation: str = "tanh", bins: int = 8, rectangles: bool = True):
         check_tiles(lattice)
         super().__init__(lattice)
@@ -116,7 +116,7 @@ class U1FlowModel(FlowModel):
         _, log_det = self.flow.inverse_and_log_det(phi)
         return self.log_prior(phi.shape[0], phi.dtype, phi.device) + log_det
 
-    def relattice(self, lattice: Lattice) -> "U1FlowModel":
+    def relattice(self, lattice: Lattice) -> U1FlowModel:
         """The same weights on another lattice (masks rebuilt; both extents multiples of 4)."""
         for m in self.flow.modules():
             if isinstance(m, LatticeBijection):
@@ -135,7 +135,7 @@ class _Inverse(nn.Module):
         return self.flow.inverse_and_log_det(phi)
 
 
-def make_u1_equivariant(action, n_layers: int = 16, hidden=(32, 32), kernel_size: int = 3,
+def make_u1_equivariant(action, n_layers: int = 24, hidden=(16, 16), kernel_size: int = 3,
                         activation: str = "tanh", bins: int = 8, rectangles: bool = True,
                         path_gradient: bool = False) -> U1FlowModel:
     """``n_layers`` couplings cycling through the 8 (mu, offset) masks, uniform prior."""
