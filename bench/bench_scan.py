@@ -77,7 +77,7 @@ def cmd_conditional(args):
 def cmd_separate(args):
     rows = []
     total = 0.0
-    for beta in BETAS:
+    for beta in (BETAS if args.betas is None else [b for b in BETAS if b in args.betas]):
         out = Path(args.out) / f"beta{beta:g}"
         res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time,
                                clock=args.clock), out, resume=True)
@@ -159,6 +159,7 @@ def main():
         s.add_argument("--model", default="conditional_multigrid" if name == "conditional" else "multigrid")
         s.add_argument("--model-params", default="{}", help="JSON of extra [model] keys")
         s.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="[train] clock of the budget")
+        s.add_argument("--betas", type=float, nargs="*", default=None, help="separate: only these points")
         s.set_defaults(fn=fn)
     s = sub.add_parser("broken")
     s.add_argument("--out", required=True, help="output of lattgen scan bench/configs/broken_L16.toml")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ class Action(abc.ABC):
     translation_invariant: bool = True
     #: the continuous couplings, name -> Param (``Param(coupling=True)``; the registry sets it when
     #: it builds the action): what a conditional model and ``lattgen scan`` may vary
-    coupling_params: dict = {}
+    coupling_params: Mapping[str, Any] = MappingProxyType({})
 
     def __init__(self, lattice: Lattice):
         self.lattice = lattice

@@ -31,8 +31,8 @@ def configuration_reference() -> str:
     extra = ["## `[compare]`: `lattgen compare`\n", *_param_table(COMPARE_PARAMS),
              "## `[scale]`: `lattgen scale`\n", *_param_table(SCALE_PARAMS),
              "## `[scan]`: `lattgen scan`\n",
-             "Besides these keys, every key naming a coupling of the action (`lattgen list`: "
-             "coupling) is scanned: a list of values or `{start, stop, num}` (docs/scan.md).\n",
+             ("Besides these keys, every key naming a coupling of the action (`lattgen list`: "
+              "coupling) is scanned: a list of values or `{start, stop, num}` (docs/scan.md).\n"),
              *_param_table(SCAN_PARAMS)]
     return HEADER + listing_markdown(reg) + "\n" + "\n".join(extra)
 
