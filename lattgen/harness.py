@@ -13,7 +13,6 @@ the others read what it wrote (``--out`` on a filesystem every node sees).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -23,15 +22,17 @@ from typing import Any
 import numpy as np
 
 from . import distributed
+from .checkpoints import METRICS, read_metrics
 from .compare_config import config_hash, entry_config, resolve_compare, toml_ready  # noqa: F401  (API)
 from .consistency import consistency
-from .checkpoints import METRICS, read_metrics
 from .entry_pool import run_parallel
 from .export import PRIMARIES, primaries_npz
+from .jsonio import read_finished
 from .metadata import METADATA, metadata_text
 from .outdir import write_together
 from .registry import Registry, get_registry
 from .theory import Theory
+
 
 # -- one entry ------------------------------------------------------------------------------
 def run_entry(
@@ -240,13 +241,7 @@ def exact_scalars(action: Mapping[str, Any], entries, registry: Registry | None 
 
 
 def _finished(entry, action, compare, out: Path) -> dict[str, Any] | None:
-    path = out / "entries" / entry["label"] / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        res = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return res if res.get("config_hash") == config_hash(entry_config(entry, action, compare)) else None
+    return read_finished(out / "entries" / entry["label"] / "results.json",
+                         config_hash(entry_config(entry, action, compare)))
 
 

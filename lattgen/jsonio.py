@@ -52,3 +52,16 @@ def write_json(data: Any, path: str | Path) -> None:
 def json_text(data: Any) -> str:
     """The text ``write_json`` writes (for ``outdir.write_together``)."""
     return json.dumps(to_jsonable(data), indent=2) + "\n"
+
+
+def read_finished(path: str | Path, cfg_hash: str) -> dict[str, Any] | None:
+    """The results.json at ``path`` if it finished with this config hash (``config_hash``), else
+    None (absent, torn or from another config): what a resumed compare, scale or scan skips."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return res if res.get("config_hash") == cfg_hash else None

@@ -20,7 +20,6 @@ OUT/scan.png (observables, acceptance and tau_int against the coupling).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from . import distributed
 from .compare_config import config_hash, entry_config, model_sampler
 from .config import resolve_action, resolve_component, resolve_run, resolve_train
 from .errors import ConfigError, LattgenError
+from .jsonio import read_finished
 from .params import Param, reject_unknown, validate_params
 from .plots import styled
 from .registry import Registry, get_registry
@@ -257,16 +257,6 @@ def _load_run_dir(entry: Mapping[str, Any], resolved: Mapping[str, Any], registr
     return model, (curve[-1].get("time", 0.0) if curve else 0.0)
 
 
-def _finished(path: Path, cfg_hash: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        res = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return res if res.get("config_hash") == cfg_hash else None
-
-
 def cost_to_target(results: Mapping[str, Any], fom: str | None, target: float) -> float | None:
     """Sampling seconds to relative error ``target`` on the figure of merit: t_therm + t (rel/target)^2."""
     o = results["observables"].get(fom, {}) if fom else {}
@@ -310,7 +300,7 @@ def run_scan(resolved: Mapping[str, Any], out_dir: str | Path, registry: Registr
             cfg = _sample_config(entry, action, scan)
             cfg_hash = config_hash(cfg)
             where = out / "points" / point_tag(point) / label
-            res = distributed.run_on_main(_finished, where / "results.json", cfg_hash)
+            res = distributed.run_on_main(read_finished, where / "results.json", cfg_hash)
             if res is None:
                 point_model, point_train_s = model, None
                 if entry["kind"] == "per_point":
