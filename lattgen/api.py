@@ -232,8 +232,16 @@ def prepare_sample(target: ConfigSource | SamplePlan, overrides: Sequence[str] =
     if trained_on is not None and trained_on != config["action"]:
         changed = ", ".join(f"{k} {trained_on.get(k)} -> {v}" for k, v in config["action"].items()
                             if trained_on.get(k) != v)
-        note = (f"note: sampling another target than the model was trained on ({changed}); exact under "
-                f"{config['sampler']['name']}, only the acceptance suffers")
+        from .conditional import ConditionalModel
+
+        ranges = getattr(model, "coupling_range", {}) if isinstance(model, ConditionalModel) else {}
+        moved = {k for k, v in config["action"].items() if trained_on.get(k) != v}
+        if moved and all(k in ranges and ranges[k][0] <= config["action"][k] <= ranges[k][1] for k in moved):
+            note = (f"note: the conditional model samples at {changed}, inside the coupling range it was "
+                    "trained over")
+        else:
+            note = (f"note: sampling another target than the model was trained on ({changed}); exact under "
+                    f"{config['sampler']['name']}, only the acceptance suffers")
     return SamplePlan(dict(config), model, trained_on, note)
 
 

@@ -122,6 +122,12 @@ def test_a_conditional_run_directory_serves_its_range_and_refuses_other_coupling
     assert not (tmp_path / "o2" / "points").exists()
     res = invoke("sample", conditional_run, "--set", "action.lam=0.7", "--out", tmp_path / "o3")
     assert res.exit_code == 2 and res.output.startswith("error:") and "not conditioned on lam" in res.output
+    # inside its range the conditional model is not "sampling another target"; outside it, it is
+    res = invoke("sample", conditional_run, "--set", "action.beta=0.42", "--set", "run.n_samples=32",
+                 "--set", "sampler.n_chains=2", "--out", tmp_path / "o5")
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "inside the coupling range" in said and "another target" not in said
     with pytest.raises(ConfigError, match="not a conditional model"):
         bad = dict(raw, entries=[{"run_dir": str(conditional_run)}])
         plain = tmp_path / "plain"
