@@ -21,6 +21,8 @@ step size for every rank); the CLI and the compare harness (rank 0 alone writes 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import datetime
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -136,9 +138,20 @@ def init(device: str | torch.device = "cpu") -> bool:
 
 
 def shutdown() -> None:
-    """Destroy the process group if this module (or anyone) initialised one."""
+    """Destroy the process group if this module (or anyone) initialised one.
+
+    On gloo the ranks first meet at a barrier bounded to 10 s, so that no rank tears its worker
+    threads down while another still talks to it (a rank that left early aborted at exit now and
+    then: "terminate called without an active exception"); a rank that is gone or stuck only
+    costs those seconds.
+    """
     if torch.distributed.is_available() and _dist().is_initialized():
-        _dist().destroy_process_group()
+        dist = _dist()
+        if dist.get_backend() == "gloo":
+            # the other rank failed or left: destroy all the same
+            with contextlib.suppress(Exception):
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=10))
+        dist.destroy_process_group()
 
 
 # -- seeds and shares ------------------------------------------------------------------------------
