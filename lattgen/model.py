@@ -143,11 +143,16 @@ class FlowModel(GenerativeModel):
             (n, *self.lattice.shape), generator=generator, device=self.device, dtype=self.dtype
         )
 
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log r(z) of the prior ``sample_latent`` draws from (a subclass with another prior, a
+        uniform one on angles for example, overrides both)."""
+        return standard_normal_log_prob(z)
+
     def sample(self, n, generator=None):
         z = self.sample_latent(n, generator)
         phi, log_det = self.flow.forward_and_log_det(z)
-        return phi, standard_normal_log_prob(z) - log_det
+        return phi, self.latent_log_prob(z) - log_det
 
     def log_prob(self, phi):
         z, log_det = self.flow.inverse_and_log_det(phi)
-        return standard_normal_log_prob(z) + log_det
+        return self.latent_log_prob(z) + log_det

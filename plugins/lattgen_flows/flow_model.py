@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lattgen import Bijection, FlowModel, Lattice, LatticeError, standard_normal_log_prob
+from lattgen import Bijection, FlowModel, Lattice, LatticeError
 
 from .lattice_layer import relattice_tree
 
@@ -41,14 +41,14 @@ class LatticeFlowModel(FlowModel):
         inverse = _Inverse(self.flow)
         detached = {name: p.detach() for name, p in inverse.named_parameters()}
         z_back, log_det_inv = torch.func.functional_call(inverse, detached, (phi,))
-        return phi, standard_normal_log_prob(z_back) + log_det_inv
+        return phi, self.latent_log_prob(z_back) + log_det_inv
 
     @property
     def fully_convolutional(self) -> bool:  # type: ignore[override]
         """Every layer's weights (nested ones included) are independent of the lattice size."""
         return all(m.fully_convolutional for m in self.flow.modules() if isinstance(m, Bijection))
 
-    def relattice(self, lattice: Lattice) -> "LatticeFlowModel":
+    def relattice(self, lattice: Lattice) -> LatticeFlowModel:
         """Rebuild every layer's masks/momenta for ``lattice`` (same weights, device and dtype)."""
         if lattice != self.lattice and not self.fully_convolutional:
             raise LatticeError(

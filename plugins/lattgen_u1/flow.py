@@ -16,10 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-from lattgen_flows import ConvNet, LatticeBijection, circular_rq_spline
-from torch import nn
+from lattgen_flows import ConvNet, LatticeBijection, LatticeFlowModel, circular_rq_spline
 
-from lattgen import Bijection, Composition, FlowModel, Lattice, LatticeError, wrap_angle
+from lattgen import Bijection, Composition, Lattice, LatticeError, wrap_angle
 
 from .action import plaquette_angles, shift
 from .masks import PATTERN, check_tiles, coupling_masks
@@ -86,53 +85,27 @@ class PlaquetteCoupling(LatticeBijection):
         return self._transform(phi, inverse=True)
 
 
-class U1FlowModel(FlowModel):
-    """Uniform prior on the links (the Haar measure, log r = -N log 2 pi) pushed through ``flow``."""
+class U1FlowModel(LatticeFlowModel):
+    """Uniform prior on the links (the Haar measure, log r = -N log 2 pi) pushed through ``flow``;
+    path gradients and ``relattice`` as every lattice flow (``LatticeFlowModel``)."""
 
     def __init__(self, lattice: Lattice, flow: Bijection, path_gradient: bool = False):
-        super().__init__(lattice, flow)
-        self.path_gradient = bool(path_gradient)
+        super().__init__(lattice, flow, path_gradient)
         self.shape = (2, *lattice.shape)
 
-    def log_prior(self, n: int, dtype, device) -> torch.Tensor:
-        return torch.full((n,), -math.prod(self.shape) * math.log(2 * math.pi), dtype=dtype, device=device)
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.full((z.shape[0],), -math.prod(self.shape) * math.log(2 * math.pi), dtype=z.dtype,
+                          device=z.device)
 
     def sample_latent(self, n, generator=None):
         u = torch.rand((n, *self.shape), generator=generator, device=self.device, dtype=self.dtype)
         return wrap_angle(math.pi - 2 * math.pi * u)
 
-    def sample(self, n, generator=None):
-        """(theta, log q); with ``path_gradient`` log q's gradient flows through theta only
-        (Vaitl et al., arXiv 2207.08219): log q is re-evaluated with the parameters detached."""
-        z = self.sample_latent(n, generator)
-        phi, log_det = self.flow.forward_and_log_det(z)
-        if self.path_gradient and torch.is_grad_enabled():
-            detached = {name: p.detach() for name, p in self.flow.named_parameters()}
-            _, log_det_inv = torch.func.functional_call(_Inverse(self.flow), detached, (phi,), strict=False)
-            return phi, self.log_prior(n, phi.dtype, phi.device) + log_det_inv
-        return phi, self.log_prior(n, phi.dtype, phi.device) - log_det
-
-    def log_prob(self, phi):
-        _, log_det = self.flow.inverse_and_log_det(phi)
-        return self.log_prior(phi.shape[0], phi.dtype, phi.device) + log_det
-
     def relattice(self, lattice: Lattice) -> U1FlowModel:
         """The same weights on another lattice (masks rebuilt; both extents multiples of 4)."""
-        for m in self.flow.modules():
-            if isinstance(m, LatticeBijection):
-                m.relattice(lattice)
-        self.lattice = lattice
+        super().relattice(lattice)
         self.shape = (2, *lattice.shape)
         return self
-
-
-class _Inverse(nn.Module):
-    def __init__(self, flow: Bijection):
-        super().__init__()
-        self.flow = flow
-
-    def forward(self, phi):
-        return self.flow.inverse_and_log_det(phi)
 
 
 def make_u1_equivariant(action, n_layers: int = 24, hidden=(16, 16), kernel_size: int = 3,
