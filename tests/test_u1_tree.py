@@ -153,6 +153,10 @@ def test_bad_input():
     for bad in (0.0, -1.0, 200.0, float("nan")):
         with pytest.raises(ConfigError, match="kappa"):
             reg.get("model", "u1_tree").build(action, params={"kappa": bad})
+    strong = reg.get("action", "u1").build(Lattice((6, 6)), params={"beta": 250.0})
+    with pytest.raises(ConfigError, match="model.kappa"):
+        reg.get("model", "u1_tree").build(strong)
+    assert reg.get("model", "u1_tree").build(strong, params={"kappa": 150.0}) is not None
     with pytest.raises(LatticeError, match="multiples of 4"):
         reg.get("model", "u1_tree").build(action, params={"n_layers": 2})
     with pytest.raises(LatticeError, match="2D"):
