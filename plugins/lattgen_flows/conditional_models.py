@@ -1,8 +1,10 @@
 """Conditional (amortised) flows ``conditional_equivariant`` and ``conditional_multigrid``.
 
 The equivariant and multigrid stacks with every coupling network conditioned on the action's
-couplings (extra constant input channels, normalised over the trained range) and a leading
-``CouplingScale``; trained once by reverse KL over the range (couplings drawn per
+couplings (extra constant input channels, normalised over the trained range), a leading
+``CouplingScale`` and, with ``condition_gaussian`` (default), every Gaussian layer's kinetic form
+1/G~(p; c) = a e^{da(c)} p_hat^2 + b e^{db(c)} a function of the couplings too
+(``KineticModulation``, zero at start: the unconditional spectrum at every c); trained once by reverse KL over the range (couplings drawn per
 configuration, ``lattgen.ConditionalModel``), then used by imh at any point. At a fixed point
 the model is an ordinary Z2-equivariant flow (``model.flow`` reads the point).
 """
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from lattgen import Action, Composition, ConditionalModel, coupling_ranges
 
-from .conditioning import CouplingContext, CouplingScale
+from .conditioning import CouplingContext, CouplingScale, modulate_gaussian_layers
 from .flow_model import LatticeFlowModel
 from .models import _head, gaussian_kinetic, z2_coupling_factory
 from .multigrid import build_multigrid, check_levels
@@ -50,7 +52,7 @@ class ConditionalFlowModel(ConditionalModel, LatticeFlowModel):
 def make_conditional_equivariant(
     action: Action, couplings, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool, pointwise: bool,
-    path_gradient: bool = True,
+    path_gradient: bool = True, condition_gaussian: bool = True,
 ) -> ConditionalFlowModel:
     """The equivariant flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
     ranges = coupling_ranges(action, couplings)
@@ -61,13 +63,15 @@ def make_conditional_equivariant(
         stack.append(PointwiseOddSpline(lat, bins, tail_bound))
     make = z2_coupling_factory(coupling, hidden, kernel_size, activation, network, bins, tail_bound, ctx)
     stack += [make(lat, i % 2, "all") for i in range(n_layers)]
+    if condition_gaussian:
+        modulate_gaussian_layers(Composition(stack), ctx)
     return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
 
 
 def make_conditional_multigrid(
     action: Action, couplings, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
-    tail_bound: float, path_gradient: bool = True,
+    tail_bound: float, path_gradient: bool = True, condition_gaussian: bool = True,
 ) -> ConditionalFlowModel:
     """The multigrid flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
     ranges = coupling_ranges(action, couplings)
@@ -77,4 +81,6 @@ def make_conditional_multigrid(
     make = z2_coupling_factory(coupling, hidden, kernel_size, activation, "conv", bins, tail_bound, ctx)
     stack = [CouplingScale(lat, ctx), *build_multigrid(lat, gaussian_kinetic(action), levels, make,
                                                        coarse_layers, refine_layers, smooth_layers)]
+    if condition_gaussian:
+        modulate_gaussian_layers(Composition(stack), ctx)
     return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
