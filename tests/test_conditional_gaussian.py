@@ -8,6 +8,7 @@ import torch
 from lattgen_flows.conditioning import CouplingContext, modulate_gaussian_layers
 from lattgen_flows.free_field import FreeFieldLayer
 from lattgen_flows.multigrid import DecimatedFreeField, GaussianProlong
+from lattgen_flows.zero_mode import ZeroModeSpline
 from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import Lattice
@@ -120,3 +121,57 @@ def test_conditional_multigrid_with_zero_modulation_is_the_model_without_it():
                 p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
         moved = on.log_prob_at(phi, c)
     assert float((moved - want).abs().min()) > 1e-3, (moved, want)
+
+
+def zero_mode_layer(seed: int = 0, scale: float = 0.5):
+    ctx = CouplingContext(["beta", "lam"])
+    torch.manual_seed(seed)
+    layer = ZeroModeSpline(Lattice([4, 4]), ctx, bins=6, tail_bound=3.0).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return ctx, layer
+
+
+@pytest.mark.numerical
+def test_zero_mode_spline_is_exact_odd_and_invertible_at_two_couplings():
+    """log|det| against the dense autograd Jacobian at each field's own couplings (and different
+    at the two), f(-z) = -f(z) exactly, inverse undoes forward; only the mean of z moves."""
+    ctx, layer = zero_mode_layer()
+    x = 0.6 * torch.randn((2, 4, 4), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with ctx.using(POINTS), torch.no_grad():
+        y, log_det = layer.forward_and_log_det(x)
+        minus, minus_ld = layer.forward_and_log_det(-x)
+        back, back_ld = layer.inverse_and_log_det(y)
+    assert torch.equal(minus, -y) and torch.equal(minus_ld, log_det)
+    size = (x.abs().amax((1, 2)) + y.abs().amax((1, 2))).view(-1, 1, 1)
+    assert_close_to_rounding(back, x, size, "zero mode: round trip")
+    with ctx.using(POINTS):
+        cond = scalar_condition(lambda v: layer.inverse_and_log_det(v)[1], y)
+    assert_close_to_rounding(back_ld, -log_det, cond, "zero mode: log-dets cancel")
+    d = y - x  # a constant shift per configuration
+    assert_close_to_rounding(d, d.mean((1, 2), keepdim=True), size, "zero mode: constant shift")
+    for i in range(2):
+        with ctx.using(POINTS[i:i + 1]):
+            jac = torch.autograd.functional.jacobian(lambda v: layer.forward_and_log_det(v.unsqueeze(0))[0][0], x[i])
+        want = torch.linalg.slogdet(jac.reshape(16, 16))[1]
+        assert torch.allclose(log_det[i], want, rtol=1e-8, atol=1e-8 * 16), (i, log_det[i], want)
+    assert abs(float(log_det[0] - log_det[1])) > 1e-3, log_det
+
+
+def test_zero_mode_spline_starts_as_the_identity_and_in_the_conditional_models():
+    ctx = CouplingContext(["beta"])
+    layer = ZeroModeSpline(Lattice([4, 4]), ctx).double()
+    x = torch.randn((3, 4, 4), generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        y, log_det = layer.forward_and_log_det(x)
+    assert_close_to_rounding(y, x, x.abs().amax(), "identity at start")
+    assert float(log_det.abs().max()) <= 64 * torch.finfo(torch.float64).eps
+    action = build_action({"name": "phi4", "lattice": [8, 8], "beta": 0.4, "lam": 0.5}, REG)
+    for name, shape in (("conditional_multigrid", (4, 4)), ("conditional_equivariant", (8, 8))):
+        model = build_model({"name": name, "couplings": {"beta": [0.3, 0.45]}, "hidden": [4], "zero_mode": True},
+                            action, REG)
+        found = [m for m in model.modules() if isinstance(m, ZeroModeSpline)]
+        assert len(found) == 1 and found[0].context is model.context, name
+        assert found[0].lattice.shape == shape, name  # multigrid: the coarsest level's latent field

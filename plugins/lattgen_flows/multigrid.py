@@ -299,20 +299,23 @@ def build_multigrid(
     refine_layers: int,
     smooth_layers: int,
     depth: int = 0,
+    coarse_head=None,
 ) -> list[Bijection]:
     """The layer stack of one level on ``lattice`` (recursing to the coarser ones).
 
     ``kinetic``: the (a, b) every Gaussian layer starts from (1/G~ = a p_hat^2 + b on the finest
     lattice); ``make_coupling(lattice, parity, sites)`` builds a coupling; ``depth``: this
-    level's number of halvings from the finest lattice.
+    level's number of halvings from the finest lattice; ``coarse_head(lattice)``: layers put
+    first at the coarsest level, on its latent field (for example a ``ZeroModeSpline``).
     """
     if levels < 1:
         raise ConfigError(f"model.levels: expected an integer >= 1, got {levels}")
     if levels == 1:
-        return [DecimatedFreeField(lattice, *kinetic, depth=depth),
+        return [*(coarse_head(lattice) if coarse_head is not None else []),
+                DecimatedFreeField(lattice, *kinetic, depth=depth),
                 *(make_coupling(lattice, i % 2, "all") for i in range(coarse_layers))]
     inner = build_multigrid(coarse_lattice(lattice), kinetic, levels - 1, make_coupling, coarse_layers,
-                            refine_layers, smooth_layers, depth + 1)
+                            refine_layers, smooth_layers, depth + 1, coarse_head)
     return [
         OnCoarse(lattice, Composition(inner)),
         GaussianProlong(lattice, *kinetic, depth=depth),

@@ -190,6 +190,10 @@ CONDITION_GAUSSIAN = Param("condition_gaussian", "bool", True,
                            "of the couplings (KineticModulation); false: one spectrum for the whole range "
                            "(the form of run directories trained before this option)")
 
+ZERO_MODE = Param("zero_mode", "bool", False,
+                  "an odd spline of the latent zero mode conditioned on the couplings (ZeroModeSpline; at "
+                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase")
+
 COUPLINGS = Param("couplings", "table", None,
                   "trained range of each coupling, {name = [lo, hi], ...} (default: every coupling of "
                   "the action, +-10% around its value)", nullable=True)
@@ -238,10 +242,10 @@ def lattgen_register_models(register):
         Param("coupling", "str", "spline", "coupling type: spline or affine", choices=("affine", "spline")),
         n_layers(4), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
-        Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN,
+        Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN, ZERO_MODE,
     ), compare=False)
     register("conditional_multigrid", make_conditional_multigrid, params=(
-        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN,
+        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE,
     ), compare=False)
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
