@@ -55,7 +55,7 @@ class ConditionalFlowModel(ConditionalModel, LatticeFlowModel):
 def make_conditional_equivariant(
     action: Action, couplings, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool, pointwise: bool,
-    path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = False,
+    path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = False, couplings_tilt=None,
 ) -> ConditionalFlowModel:
     """The equivariant flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
     ranges = coupling_ranges(action, couplings)
@@ -69,13 +69,16 @@ def make_conditional_equivariant(
     stack += [make(lat, i % 2, "all") for i in range(n_layers)]
     if condition_gaussian:
         modulate_gaussian_layers(Composition(stack), ctx)
-    return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
+    model = ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
+    model.set_draw_tilt(couplings_tilt)
+    return model
 
 
 def make_conditional_multigrid(
     action: Action, couplings, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
     tail_bound: float, path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = False,
+    couplings_tilt=None,
 ) -> ConditionalFlowModel:
     """The multigrid flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
     ranges = coupling_ranges(action, couplings)
@@ -92,4 +95,6 @@ def make_conditional_multigrid(
                                                        coarse_head=head)]
     if condition_gaussian:
         modulate_gaussian_layers(Composition(stack), ctx)
-    return ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
+    model = ConditionalFlowModel(action, ranges, ctx, stack, path_gradient)
+    model.set_draw_tilt(couplings_tilt)
+    return model

@@ -194,6 +194,11 @@ ZERO_MODE = Param("zero_mode", "bool", False,
                   "an odd spline of the latent zero mode conditioned on the couplings (ZeroModeSpline; at "
                   "the coarsest level for multigrid): a bimodal magnetisation for the broken phase")
 
+TILT = Param("couplings_tilt", "table", None,
+             "tilt of the training draw, {name = t} with t in [-1, 1]: density 1 + t (2u - 1) over the "
+             "range (u = 0 at lo, 1 at hi; t = 0.5 draws 3x more at hi than at lo); default uniform",
+             nullable=True)
+
 COUPLINGS = Param("couplings", "table", None,
                   "trained range of each coupling, {name = [lo, hi], ...} (default: every coupling of "
                   "the action, +-10% around its value)", nullable=True)
@@ -242,10 +247,10 @@ def lattgen_register_models(register):
         Param("coupling", "str", "spline", "coupling type: spline or affine", choices=("affine", "spline")),
         n_layers(4), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
-        Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN, ZERO_MODE,
+        Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN, ZERO_MODE, TILT,
     ), compare=False)
     register("conditional_multigrid", make_conditional_multigrid, params=(
-        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE,
+        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE, TILT, TILT,
     ), compare=False)
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
