@@ -4,7 +4,8 @@
     python bench/bench_u1.py --L 16 --beta 6 --train-s 1800 --samples 20000 --classical hmc u1_heatbath
     python bench/bench_u1.py --L 16 --beta 6 --cost            # sampling cost per configuration only
 
-Trains ``u1_equivariant`` (``--set model.key=value`` / ``train.key=value`` override its config)
+Trains ``u1_equivariant`` (``--set model.name=u1_tree`` for the dual-tree flow; ``--set
+model.key=value`` / ``train.key=value`` override its config)
 for ``--train-s`` seconds of wall time on one thread into ``--out`` (resumed if a checkpoint is
 there), then samples it with IMH, and runs each ``--classical`` sampler for the same number of
 measured configurations (HMC with trajectory length 1, step size tuned in thermalisation; the
@@ -12,7 +13,7 @@ heatbath with one overrelaxation sweep per heatbath sweep). For each entry it pr
 <cos P> and <Q^2> with their pulls against the exact values (lattgen_u1.exact), tau_int(Q^2),
 the acceptance, and the effective samples of Q^2 per second of sampling and, for the flow, per
 second of training + sampling. ``--cost``: seconds per configuration of each sampler (and of
-the untrained flow's proposals) on the CPU and, if there is one, on the GPU. One JSON line per
+the untrained flows' proposals, u1_equivariant and u1_tree) on the CPU and, if there is one, on the GPU. One JSON line per
 entry on stdout (``--json FILE`` also writes them all).
 """
 
@@ -76,7 +77,7 @@ def run_flow(args, exact):
                       run=dict(config["run"], n_samples=args.samples, observables=OBSERVABLES))
     sample_cfg = resolve_config(sample_cfg, require=("action", "sampler"))
     results, _ = run_sampling(sample_cfg, model=model)
-    return summarise("u1_equivariant + imh", results, exact, train_s=result.elapsed_s)
+    return summarise(f"{config['model']['name']} + imh", results, exact, train_s=result.elapsed_s)
 
 
 def run_classical(name, args, exact):
@@ -99,12 +100,15 @@ def cost(args):
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         action = reg.get("action", "u1").build(Lattice([args.L, args.L]), params={"beta": args.beta})
-        model = reg.get("model", "u1_equivariant").build(action).to(device)
+        models = {m: reg.get("model", m).build(action).to(device) for m in ("u1_equivariant", "u1_tree")}
         for name, params in (("hmc", {"n_chains": 64, "trajectory_length": 1.0}),
-                             ("u1_heatbath", {"n_chains": 64}), ("imh", {"n_chains": 64, "batch_size": 16})):
+                             ("u1_heatbath", {"n_chains": 64}), ("imh", {"n_chains": 64, "batch_size": 16}),
+                             ("imh:u1_tree", {"n_chains": 64, "batch_size": 16})):
+            sampler_name, _, model_name = name.partition(":")
+            model = models[model_name or "u1_equivariant"] if sampler_name == "imh" else None
             gen = torch.Generator(device=device).manual_seed(0)
-            sampler = reg.get("sampler", name).build(action, params=params, device=device, dtype=torch.float64,
-                                                     generator=gen, model=model if name == "imh" else None)
+            sampler = reg.get("sampler", sampler_name).build(action, params=params, device=device,
+                                                             dtype=torch.float64, generator=gen, model=model)
             for _ in range(20):
                 sampler.step(tune=True)
             if device == "cuda":

@@ -1,4 +1,5 @@
-"""Consistency of a comparison: each entry's observables against the exact samplers' pooled estimate."""
+"""Consistency of a comparison: each entry's observables against the action's exact values where it
+knows them, else against the exact samplers' pooled estimate."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any
 import numpy as np
 
 
-def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str, dict[str, Any]]:
-    """Pull of each entry against the pooled estimate of the reference (exact) samplers.
+def consistency(entries: Sequence[Mapping[str, Any]], sigma: float,
+                exact: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Pull of each entry against the exact value of the observable (``exact``, from
+    ``Action.exact``) where there is one, pull = (x_i - exact) / err_i, for every entry,
+    classical samplers included (a frozen chain is caught too); else against the pooled
+    estimate of the reference (exact) samplers.
 
     The reference is every entry without a model — classical samplers, exact by construction —
     leaving the entry itself out (a lone classical entry gets no pull); without any classical
@@ -45,17 +50,23 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float) -> dict[str,
             v, s = o.get("value"), o.get("error")
             if isinstance(v, (int, float)) and isinstance(s, (int, float)) and s > 0 and math.isfinite(v):
                 vals[e["label"]] = (v, s)
+        known = (exact or {}).get(name)
         for label, (v, s) in vals.items():
-            if reference:
+            if isinstance(known, (int, float)) and math.isfinite(known):
+                others = [(float(known), 0.0)]
+            elif reference:
                 # a lone reference sampler defines the reference: nothing exact to test it against
                 others = [vals[k] for k in vals if k in reference and k != label]
             else:
                 others = [vals[k] for k in vals if k != label]
             if not others:
                 continue
-            w = np.array([1 / sx**2 for _, sx in others])
-            pool = float(np.sum(w * np.array([x for x, _ in others])) / w.sum())
-            pool_err = float(1 / math.sqrt(w.sum()))
+            if others[0][1] == 0.0:  # the exact value
+                pool, pool_err = others[0][0], 0.0
+            else:
+                w = np.array([1 / sx**2 for _, sx in others])
+                pool = float(np.sum(w * np.array([x for x, _ in others])) / w.sum())
+                pool_err = float(1 / math.sqrt(w.sum()))
             pull = (v - pool) / math.sqrt(s**2 + pool_err**2)
             out[label]["pulls"][name] = pull
             if not reliable[(label, name)]:

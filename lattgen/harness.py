@@ -212,12 +212,13 @@ def run_compare(
     else:
         results.update(run_parallel(todo, action, compare, out, workers, progress))
     ordered = [results[e["label"]] for e in resolved["entries"]]
-    cons = consistency(ordered, compare["sigma"])
+    exact = exact_scalars(action, ordered, registry)
+    cons = consistency(ordered, compare["sigma"], exact)
     for r in ordered:
         r["consistency"] = cons[r["label"]]
     summary = {"action": action, "compare": compare, "theory": resolved["theory"], "entries": ordered,
                "verdicts": {r["label"]: r["consistency"]["verdict"] for r in ordered},
-               "exact": exact_scalars(action, ordered, registry)}
+               "exact": exact}
     if main:  # config and summary together, at the end: an interrupted rerun leaves the old pair
         write_together(out, {"config.toml": dumps_toml(toml_ready(resolved)), "results.json": json_text(summary),
                              METADATA: metadata_text(compare["device"])})

@@ -108,7 +108,9 @@ def compare_tables(summary: Mapping[str, Any]) -> list[Table]:
             if isinstance(o.get("value"), (int, float)) and name not in names:
                 names.append(name)
     sigma = summary["compare"]["sigma"]
-    obs = Table(title=f"observables with pulls against the classical samplers' pooled estimate (! beyond {sigma:g} "
+    against = "the exact values (the classical samplers' pooled estimate where none is known)" \
+        if summary.get("exact") else "the classical samplers' pooled estimate"
+    obs = Table(title=f"observables with pulls against {against} (! beyond {sigma:g} "
                       "sigma; ? beyond it but the chains are too short for a reliable error)")
     obs.add_column("entry")
     for n in names:
@@ -174,7 +176,8 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
         by.setdefault(e.get("consistency", {}).get("verdict", "yes"), []).append(e["label"])
     lines = []
     if by.get("NO"):
-        lines.append(f"NOT consistent with the exact samplers: {', '.join(by['NO'])} (a pull beyond "
+        reference = "the exact values" if summary.get("exact") else "the exact samplers"
+        lines.append(f"NOT consistent with {reference}: {', '.join(by['NO'])} (a pull beyond "
                      f"{summary['compare']['sigma']:g} sigma with a reliable error)")
     if by.get("too short"):
         lines.append(f"too short to judge: {', '.join(by['too short'])} (their chains are too short for "

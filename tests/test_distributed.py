@@ -96,6 +96,27 @@ label = "hmc"
 sampler = {name = "hmc", n_chains = 8}
 """
 
+SCAN_TOML = """
+[action]
+name = "phi4"
+lattice = [4, 4]
+lam = 0.5
+[scan]
+beta = [0.4, 0.5]
+n_samples = 256
+n_therm = 20
+train_steps = 4
+seed = 2
+observables = ["susceptibility", "abs_magnetisation"]
+[[entries]]
+label = "cond"
+model = {name = "conditional_equivariant", hidden = [4], n_layers = 2}
+sampler = {name = "imh", n_chains = 4}
+train = {batch_size = 16, eval_batch = 16}
+[[entries]]
+sampler = {name = "hmc", n_chains = 8}
+"""
+
 IMH_SETTINGS = ("run.n_samples=400", "sampler.n_chains=4", "sampler.batch_size=8", "run.n_therm=10",
                 'run.observables=["susceptibility", "abs_magnetisation"]')
 
@@ -119,6 +140,7 @@ def workdir(tmp_path_factory) -> Path:
     (path / "train.toml").write_text(TRAIN_TOML)
     (path / "hmc.toml").write_text(HMC_TOML)
     (path / "compare.toml").write_text(COMPARE_TOML)
+    (path / "scan.toml").write_text(SCAN_TOML)
     return path
 
 
@@ -355,6 +377,28 @@ def test_two_rank_compare(workdir):
     assert gaussian["training"]["steps"] == 5
     assert (workdir / "cmp" / "entries" / "gaussian" / "train" / "model.pt").is_file()
     assert load_checkpoint(workdir / "cmp" / "entries" / "gaussian" / "train" / "checkpoint.pt")["world_size"] == 2
+
+
+def test_two_rank_scan(workdir):
+    """scan under torchrun: the conditional model trained once over both ranks, every point
+    sampled over both ranks, one report and one results.json written by rank 0."""
+    proc = check_ok(torchrun("scan", "scan.toml", "--out", "scan", cwd=workdir))
+    assert proc.stdout.count("total cost of the scan") == 1  # rank 1 prints nothing
+    result = json.loads((workdir / "scan" / "results.json").read_text())
+    assert [(r["beta"], r["label"]) for r in result["rows"]] == [(0.4, "cond"), (0.5, "cond"), (0.4, "hmc"),
+                                                                  (0.5, "hmc")]
+    for r in result["rows"]:
+        assert 0 < r["acceptance"] <= 1 and r["susceptibility_error"] > 0
+    for point in (workdir / "scan" / "points").iterdir():
+        for entry in point.iterdir():
+            res = json.loads((entry / "results.json").read_text())
+            assert res["processes"] == 2, (point.name, entry.name)
+    ckpt = load_checkpoint(workdir / "scan" / "train" / "cond" / "checkpoint.pt")
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 4
+    # resumable like a one-process scan: a rerun samples nothing new
+    stamps = {p: p.stat().st_mtime_ns for p in (workdir / "scan" / "points").rglob("results.json")}
+    check_ok(torchrun("scan", "scan.toml", "--out", "scan", cwd=workdir))
+    assert {p: p.stat().st_mtime_ns for p in (workdir / "scan" / "points").rglob("results.json")} == stamps
 
 
 def test_one_process_resumes_a_two_rank_checkpoint(trained, tmp_path):

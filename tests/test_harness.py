@@ -52,8 +52,9 @@ def test_wrong_model_is_flagged_and_exact_ones_are_not(reg, tmp_path):
     by = {e["label"]: e for e in summary["entries"]}
     assert not by["wrong"]["consistency"]["consistent"]
     assert abs(by["wrong"]["consistency"]["pulls"]["susceptibility"]) > 3
-    # hmc is the only classical entry: it is the reference, so it has no pull of its own
-    assert "susceptibility" not in by["hmc"]["consistency"]["pulls"] and by["hmc"]["consistency"]["consistent"]
+    # the free field's exact values are the reference: hmc, the only classical entry, is pulled too
+    assert summary["exact"]["susceptibility"] > 0
+    assert abs(by["hmc"]["consistency"]["pulls"]["susceptibility"]) < 3 and by["hmc"]["consistency"]["consistent"]
     assert abs(by["exact"]["consistency"]["pulls"]["susceptibility"]) < 3
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert [e["label"] for e in on_disk["entries"]] == ["hmc", "exact", "wrong"]
@@ -86,6 +87,24 @@ def test_consistency_pulls_against_the_classical_reference():
     models = consistency([entry("c", 1.0, 0.1, {"name": "m"}), entry("d", 1.3, 0.1, {"name": "n"})], sigma=3)
     assert models["d"]["pulls"]["x"] == pytest.approx(0.3 / (0.1 * 2**0.5))
     assert out["c"]["verdict"] == "NO" and out["a"]["verdict"] == "yes"
+
+
+def test_consistency_pulls_against_the_exact_value_where_the_action_knows_it():
+    """With an exact value every entry, classical ones included, is pulled against it (a frozen
+    HMC chain off the exact value is caught, and a correct model is not blamed for it); an
+    observable without one keeps the pooled classical reference."""
+    def entry(label, x, y, model=None):
+        return {"label": label, "model": model,
+                "observables": {"x": {"value": x, "error": 0.1}, "y": {"value": y, "error": 0.1}}}
+
+    entries = [entry("hmc", 2.0, 1.0), entry("flow", 1.05, 1.1, {"name": "m"})]
+    out = consistency(entries, sigma=3, exact={"x": 1.0})
+    assert out["hmc"]["pulls"]["x"] == pytest.approx(10.0) and out["hmc"]["verdict"] == "NO"
+    assert out["flow"]["pulls"]["x"] == pytest.approx(0.5) and out["flow"]["verdict"] == "yes"
+    assert out["flow"]["pulls"]["y"] == pytest.approx(0.1 / (0.1 * 2**0.5))  # y: against hmc
+    assert "y" not in out["hmc"]["pulls"]  # a lone classical entry has nothing to pull y against
+    without = consistency(entries, sigma=3)
+    assert without["flow"]["verdict"] == "NO" and without["hmc"]["verdict"] == "yes"
 
 
 def test_a_pull_with_an_unreliable_error_is_too_short_to_judge():

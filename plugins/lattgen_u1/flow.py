@@ -117,3 +117,19 @@ def make_u1_equivariant(action, n_layers: int = 24, hidden=(16, 16), kernel_size
     layers = [PlaquetteCoupling(lattice, mu, off, hidden, kernel_size, activation, bins, rectangles)
               for mu, off in (PATTERN[i % len(PATTERN)] for i in range(n_layers))]
     return U1FlowModel(lattice, Composition(layers), path_gradient)
+
+
+def make_u1_tree(action, kappa: float | None = None, n_layers: int = 0, hidden=(16, 16), kernel_size: int = 3,
+                 activation: str = "tanh", bins: int = 8, rectangles: bool = True,
+                 path_gradient: bool = False) -> U1FlowModel:
+    """The dual-tree plaquette layer (von Mises kappa, default the action's beta) on a uniform prior,
+    then ``n_layers`` gauge-equivariant couplings (0: none; they need extents that are multiples of 4)."""
+    from .plaquette_tree import PlaquetteTree
+
+    lattice = action.lattice
+    if n_layers:
+        check_tiles(lattice, "model u1_tree with n_layers > 0")
+    layers = [PlaquetteTree(lattice, action.beta if kappa is None else kappa)]
+    layers += [PlaquetteCoupling(lattice, mu, off, hidden, kernel_size, activation, bins, rectangles)
+               for mu, off in (PATTERN[i % len(PATTERN)] for i in range(n_layers))]
+    return U1FlowModel(lattice, Composition(layers), path_gradient)

@@ -1,5 +1,5 @@
 """Hook implementations of the u1 plugin: action ``u1``, its observables, sampler ``u1_heatbath``,
-layer ``u1_plaquette_coupling`` and model ``u1_equivariant`` (all on link angles, ``field="circle"``)."""
+layers ``u1_plaquette_coupling`` and ``u1_plaquette_tree``, models ``u1_equivariant`` and ``u1_tree`` (all on link angles, ``field="circle"``)."""
 
 from __future__ import annotations
 
@@ -69,12 +69,26 @@ def make_plaquette_coupling(lattice, **params):
     return PlaquetteCoupling(lattice, **params)
 
 
+def make_plaquette_tree(lattice, **params):
+    """Exact 2D trivialising layer up to one plaquette: a dual spanning tree of von Mises maps."""
+    from .plaquette_tree import PlaquetteTree
+
+    return PlaquetteTree(lattice, **params)
+
+
+KAPPA_DOC = ("von Mises concentration the non-root plaquettes are mapped to at the start (trained "
+             "within [kappa/1.5, 1.5 kappa + 2])")
+
+
 @hookimpl
 def lattgen_register_layers(register):
     register("u1_plaquette_coupling", make_plaquette_coupling, params=(
         Param("mu", "int", 0, "direction of the updated links", choices=(0, 1)),
         Param("offset", "int", 0, "updated links at x_nu = offset (mod 4)", choices=(0, 1, 2, 3)),
         *LAYER_PARAMS,
+    ), field="circle")
+    register("u1_plaquette_tree", make_plaquette_tree, params=(
+        Param("kappa", "float", 1.0, KAPPA_DOC, min=0, max=200, min_exclusive=True, max_exclusive=True),
     ), field="circle")
 
 
@@ -85,11 +99,25 @@ def make_u1_equivariant(action, **params):
     return make(action, **params)
 
 
+def make_u1_tree(action, **params):
+    """2D U(1) flow exact up to one plaquette (dual-tree von Mises maps), optional couplings after it."""
+    from .flow import make_u1_tree as make
+
+    return make(action, **params)
+
+
 @hookimpl
 def lattgen_register_models(register):
     register("u1_equivariant", make_u1_equivariant, params=(
         Param("n_layers", "int", 24, "couplings, cycling through the 8 (mu, offset) masks (24: every "
               "link three times; the L = 8 benchmark's flow)", min=1),
+        *LAYER_PARAMS,
+        Param("path_gradient", "bool", False, "log q's gradient through the sample only (arXiv 2207.08219)"),
+    ), field="circle")
+    register("u1_tree", make_u1_tree, params=(
+        Param("kappa", "float", None, KAPPA_DOC + "; default: the action's beta", min=0, max=200,
+              min_exclusive=True, max_exclusive=True, nullable=True),
+        Param("n_layers", "int", 0, "gauge-equivariant couplings after the tree layer (0: none)", min=0),
         *LAYER_PARAMS,
         Param("path_gradient", "bool", False, "log q's gradient through the sample only (arXiv 2207.08219)"),
     ), field="circle")
