@@ -11,10 +11,8 @@
     and the broken-phase variants (docs/benchmarks.md, issue 15 (a2)):
 
         bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2
-        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_zm \
-            --model-params '{"zero_mode": true}'
-        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_tilt \
-            --model-params '{"couplings_tilt": {"beta": 0.5}}'
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_zm --model-params '{"zero_mode": true}'
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_tilt --model-params '{"couplings_tilt": {"beta": 0.5}}'
 
 (b) broken phase, L = 16, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip) vs HMC:
 
