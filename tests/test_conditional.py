@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 import torch
+from lattgen_flows.conditioning import CouplingScale
+from lattgen_flows.zero_mode import ZeroModeSpline
 from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import ConditionalModel, ConfigError, LattgenWarning, standard_normal_log_prob
@@ -59,8 +61,8 @@ def test_log_q_at_per_configuration_couplings_matches_the_autograd_jacobian(name
 
 @pytest.mark.numerical
 def test_at_a_fixed_point_it_is_the_flow_with_the_coupling_channels_folded_in():
-    """With zero weights on the coupling channels, CouplingScale and the free-field layer's
-    KineticModulation at zero (their start), the conditional equivariant flow is exactly the
+    """With zero weights on the coupling channels, CouplingScale, the ZeroModeSpline and the
+    free-field layer's KineticModulation at their start (zero: the identity), the conditional equivariant flow is exactly the
     ``equivariant`` flow with the same other weights."""
     action = build_action({"name": "phi4", "lattice": [4, 4], "beta": 0.4, "lam": 0.5}, REG)
     plain = build_model({"name": "equivariant", "hidden": [4]}, action, REG).double()
@@ -69,8 +71,9 @@ def test_at_a_fixed_point_it_is_the_flow_with_the_coupling_channels_folded_in():
     with torch.no_grad():
         for p in plain.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        theirs = [(n, p) for n, p in cond.named_parameters() if not n.startswith("flow.layers.0.")
-                  and ".modulation." not in n]
+        extra = {id(p) for m in cond.modules() if isinstance(m, (CouplingScale, ZeroModeSpline))
+                 for p in m.parameters()}
+        theirs = [(n, p) for n, p in cond.named_parameters() if id(p) not in extra and ".modulation." not in n]
         ours = list(plain.parameters())
         assert len(theirs) == len(ours)
         for (n, q), p in zip(theirs, ours):

@@ -5,7 +5,7 @@ couplings (extra constant input channels, normalised over the trained range), a 
 ``CouplingScale`` and, with ``condition_gaussian`` (default), every Gaussian layer's kinetic form
 1/G~(p; c) = a e^{da(c)} p_hat^2 + b e^{db(c)} a function of the couplings too
 (``KineticModulation``, zero at start: the unconditional spectrum at every c), and with
-``zero_mode`` an odd spline of the latent zero mode conditioned on c (``ZeroModeSpline``: a
+``zero_mode`` (default) an odd spline of the latent zero mode conditioned on c (``ZeroModeSpline``: a
 bimodal magnetisation for the broken phase); trained once by reverse KL over the range (couplings drawn per
 configuration, ``lattgen.ConditionalModel``), then used by imh at any point. At a fixed point
 the model is an ordinary Z2-equivariant flow (``model.flow`` reads the point).
@@ -55,7 +55,7 @@ class ConditionalFlowModel(ConditionalModel, LatticeFlowModel):
 def make_conditional_equivariant(
     action: Action, couplings, coupling: str, n_layers: int, hidden: Sequence[int], kernel_size: int,
     activation: str, network: str, bins: int, tail_bound: float, free_field: bool, pointwise: bool,
-    path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = False, couplings_tilt=None,
+    path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = True, couplings_tilt=None,
 ) -> ConditionalFlowModel:
     """The equivariant flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""
     ranges = coupling_ranges(action, couplings)
@@ -77,7 +77,7 @@ def make_conditional_equivariant(
 def make_conditional_multigrid(
     action: Action, couplings, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
-    tail_bound: float, path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = False,
+    tail_bound: float, path_gradient: bool = True, condition_gaussian: bool = True, zero_mode: bool = True,
     couplings_tilt=None,
 ) -> ConditionalFlowModel:
     """The multigrid flow conditioned on the couplings of ``couplings`` ({name = [lo, hi]})."""

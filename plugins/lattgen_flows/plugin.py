@@ -190,9 +190,10 @@ CONDITION_GAUSSIAN = Param("condition_gaussian", "bool", True,
                            "of the couplings (KineticModulation); false: one spectrum for the whole range "
                            "(the form of run directories trained before this option)")
 
-ZERO_MODE = Param("zero_mode", "bool", False,
+ZERO_MODE = Param("zero_mode", "bool", True,
                   "an odd spline of the latent zero mode conditioned on the couplings (ZeroModeSpline; at "
-                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase")
+                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase (run "
+                  "directories trained before this option need false)")
 
 TILT = Param("couplings_tilt", "table", None,
              "tilt of the training draw, {name = t} with t in [-1, 1]: density 1 + t (2u - 1) over the "
