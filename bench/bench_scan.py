@@ -7,6 +7,14 @@
         bench-slot python bench/bench_scan.py separate --time 150 --clock cpu --out runs/scan_sep_cpu
         python bench/bench_scan.py accept --cond runs/scan_cond_cpu --sep runs/scan_sep_cpu
 
+    (a2) the same with the Gaussian layers conditioned too (condition_gaussian) and the zero-mode
+    spline (zero_mode), both the defaults since; run before zero_mode existed, the first is now
+    --model-params '{"zero_mode": false}' (docs/benchmarks.md, issue 15 (a2)):
+
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2 --model-params '{"zero_mode": false}'
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_zm --model-params '{"zero_mode": true}'
+        bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_tilt --model-params '{"zero_mode": false, "couplings_tilt": {"beta": 0.5}}'
+
 (b) broken phase, L = 16, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip) vs HMC:
 
         bench-slot lattgen scan bench/configs/broken_L16.toml --out runs/broken_L16

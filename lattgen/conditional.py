@@ -84,6 +84,25 @@ class ConditionalModel(GenerativeModel):
         values = action.couplings()
         self.fixed = {k: v for k, v in values.items() if k not in self.coupling_range}
         self.point = {k: values.get(k, 0.5 * (lo + hi)) for k, (lo, hi) in self.coupling_range.items()}
+        self.draw_tilt = {k: 0.0 for k in self.coupling_range}
+
+    def set_draw_tilt(self, table: Mapping[str, Any] | None, where: str = "model.couplings_tilt") -> None:
+        """Tilt the training draw of each named coupling: density 1 + t (2u - 1) in u = (c - lo)/(hi - lo).
+
+        t in [-1, 1]; t > 0 draws more couplings near hi (t = 0.5: 3x more at hi than at lo), to
+        spend training where the target is hardest. ConfigError names the key for a coupling that
+        is not in the trained range or a t outside [-1, 1]."""
+        if table is None:
+            return
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: expected a table {{name = t}} with t in [-1, 1]")
+        for name, t in table.items():
+            if name not in self.coupling_range:
+                raise ConfigError(f"{where}.{name}: not a coupling of the trained range (its couplings: "
+                                  f"{', '.join(self.coupling_range)})")
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not -1.0 <= float(t) <= 1.0:
+                raise ConfigError(f"{where}.{name}: expected a number in [-1, 1], got {t!r}")
+            self.draw_tilt[name] = float(t)
 
     # -- the point -----------------------------------------------------------------------------
     def condition(self, point: Mapping[str, float]) -> ConditionalModel:
@@ -118,10 +137,14 @@ class ConditionalModel(GenerativeModel):
         return {k: torch.full((n,), v, dtype=torch.float64, device=self.device) for k, v in self.point.items()}
 
     def draw_couplings(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """n couplings drawn uniformly over the trained box, float64 tensors (n,)."""
+        """n couplings drawn over the trained box, float64 tensors (n,): uniformly, or with the
+        density 1 + t (2u - 1) of ``set_draw_tilt`` (inverse CDF: (1 - t) u + t u^2 = r)."""
         out = {}
         for k, (lo, hi) in self.coupling_range.items():
             u = torch.rand(n, generator=generator, dtype=torch.float64, device=self.device)
+            t = self.draw_tilt.get(k, 0.0)
+            if t != 0.0:
+                u = (torch.sqrt((1.0 - t) ** 2 + 4.0 * t * u) - (1.0 - t)) / (2.0 * t)
             out[k] = lo + (hi - lo) * u
         return out
 

@@ -8,6 +8,8 @@ import warnings
 
 import pytest
 import torch
+from lattgen_flows.conditioning import CouplingScale
+from lattgen_flows.zero_mode import ZeroModeSpline
 from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import ConditionalModel, ConfigError, LattgenWarning, standard_normal_log_prob
@@ -59,8 +61,9 @@ def test_log_q_at_per_configuration_couplings_matches_the_autograd_jacobian(name
 
 @pytest.mark.numerical
 def test_at_a_fixed_point_it_is_the_flow_with_the_coupling_channels_folded_in():
-    """With zero weights on the coupling channels and CouplingScale at zero, the conditional
-    equivariant flow is exactly the ``equivariant`` flow with the same other weights."""
+    """With zero weights on the coupling channels, CouplingScale, the ZeroModeSpline and the
+    free-field layer's KineticModulation at their start (zero: the identity), the conditional equivariant flow is exactly the
+    ``equivariant`` flow with the same other weights."""
     action = build_action({"name": "phi4", "lattice": [4, 4], "beta": 0.4, "lam": 0.5}, REG)
     plain = build_model({"name": "equivariant", "hidden": [4]}, action, REG).double()
     _, cond = model_for("conditional_equivariant", scale=0.0)
@@ -68,7 +71,9 @@ def test_at_a_fixed_point_it_is_the_flow_with_the_coupling_channels_folded_in():
     with torch.no_grad():
         for p in plain.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        theirs = [(n, p) for n, p in cond.named_parameters() if not n.startswith("flow.layers.0.")]
+        extra = {id(p) for m in cond.modules() if isinstance(m, (CouplingScale, ZeroModeSpline))
+                 for p in m.parameters()}
+        theirs = [(n, p) for n, p in cond.named_parameters() if id(p) not in extra and ".modulation." not in n]
         ours = list(plain.parameters())
         assert len(theirs) == len(ours)
         for (n, q), p in zip(theirs, ours):
@@ -149,3 +154,30 @@ def test_a_cpu_clock_budget_counts_process_time(monkeypatch):
     res = train(model, action, {"max_time_s": 5, "batch_size": 4, "clock": "cpu", "log_every": 1000,
                                 "eval_batch": 4}, generator=torch.Generator().manual_seed(0))
     assert res.stopped_by == "max_time_s" and 2 <= res.step <= 6 and res.elapsed_s >= 5
+
+
+@pytest.mark.parametrize("t", [0.5, -1.0])
+def test_a_tilted_draw_has_the_density_1_plus_t_2u_minus_1(t):
+    """E[u] = 1/2 + t/6 and P(u > 1/2) = 1/2 + t/4 for the density 1 + t (2u - 1), within 4
+    standard errors of 20000 draws (var u = 1/12 - t^2/36); the untilted coupling stays uniform."""
+    _, model = model_for("conditional_multigrid", shape=(8, 8), scale=0.0)
+    model.set_draw_tilt({"beta": t})
+    n = 20000
+    c = model.draw_couplings(n, torch.Generator().manual_seed(12))
+    (lo, hi), (lo2, hi2) = model.coupling_range["beta"], model.coupling_range["lam"]
+    u = (c["beta"] - lo) / (hi - lo)
+    assert float(u.min()) >= 0.0 and float(u.max()) <= 1.0
+    assert abs(float(u.mean()) - (0.5 + t / 6)) < 4 * math.sqrt((1 / 12 - t * t / 36) / n)
+    p = 0.5 + t / 4
+    assert abs(float((u > 0.5).double().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+    v = (c["lam"] - lo2) / (hi2 - lo2)
+    assert abs(float(v.mean()) - 0.5) < 4 * math.sqrt(1 / 12 / n)
+
+
+def test_a_bad_tilt_names_its_key():
+    action = build_action({"name": "phi4", "lattice": [8, 8], "beta": 0.4, "lam": 0.5}, REG)
+    spec = {"name": "conditional_multigrid", "couplings": {"beta": [0.3, 0.45]}, "hidden": [4]}
+    with pytest.raises(ConfigError, match=r"model\.couplings_tilt\.beta: expected a number in \[-1, 1\]"):
+        build_model({**spec, "couplings_tilt": {"beta": 1.5}}, action, REG)
+    with pytest.raises(ConfigError, match=r"model\.couplings_tilt\.lam: not a coupling of the trained range"):
+        build_model({**spec, "couplings_tilt": {"lam": 0.5}}, action, REG)

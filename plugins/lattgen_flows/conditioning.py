@@ -5,8 +5,10 @@ A ``CouplingContext`` holds the normalised couplings of the configurations being
 current point, broadcast over the batch) or one row per configuration while a model samples
 with drawn couplings. ``WithCouplings`` feeds them to a conditioner as extra constant input
 channels; ``CouplingScale`` rescales the whole field by e^{s(c)} (a learnable function of the
-couplings: the field's width changes fast across a phase transition). Both are even in phi,
-so the Z2-equivariant couplings stay exactly equivariant.
+couplings: the field's width changes fast across a phase transition); ``KineticModulation``
+makes a Gaussian layer's kinetic form 1/G~(p; c) = a e^{da(c)} p_hat^2 + b e^{db(c)} depend on
+them (the mass of the Gaussian part changes with the couplings). All are even in phi, so the
+Z2-equivariant couplings stay exactly equivariant.
 """
 
 from __future__ import annotations
@@ -110,3 +112,38 @@ class CouplingScale(LatticeBijection):
 
     def inverse_and_log_det(self, phi):
         return self._map(phi, -1.0)
+
+
+class KineticModulation(nn.Module):
+    """(da, db)(c): the coupling dependence of a Gaussian layer's kinetic form, a small net of c.
+
+    A kinetic layer with this modulation has 1/G~(p; c) = a e^{da(c)} p_hat^2 + b e^{db(c)}: a
+    linear map of z for every c (exact log-det sum_p log G~(p; c) / 2 per configuration). The
+    last layer starts at zero, so at initialisation the spectrum is the unconditional one at
+    every coupling. ``forward(x)``: (n, 2) float64 for the fields x, n = 1 when they share one
+    point (one spectrum for the batch), else n = batch.
+    """
+
+    def __init__(self, context: CouplingContext, hidden: int = 16):
+        super().__init__()
+        self.context = context
+        self.net = nn.Sequential(nn.Linear(context.k, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = self.context
+        shared = ctx.value is None or ctx.value.shape[0] == 1
+        w = self.net[0].weight
+        c = (ctx.value if ctx.value is not None else ctx.default) if shared else ctx.rows(x.shape[0], x)
+        return self.net(c.to(device=w.device, dtype=w.dtype)).double()
+
+
+def modulate_gaussian_layers(flow: nn.Module, context: CouplingContext, hidden: int = 16) -> int:
+    """Give every Gaussian layer of ``flow`` with a kinetic form (a ``modulation`` attribute that
+    is None) its own ``KineticModulation``; the number of layers modulated."""
+    layers = [m for m in flow.modules() if hasattr(m, "modulation") and m.modulation is None
+              and getattr(m, "spectrum", "kinetic") == "kinetic"]
+    for m in layers:
+        m.modulation = KineticModulation(context, hidden)
+    return len(layers)

@@ -62,6 +62,7 @@ class FreeFieldLayer(LatticeBijection):
             raise ConfigError(f"the kinetic form needs a > 0 and b > 0 (a positive propagator), got a={a}, b={b}")
         self.spectrum = spectrum
         self.learnable = bool(learnable)
+        self.modulation: nn.Module | None = None  # kinetic spectrum of a conditional model (log_propagator)
         # G~(p) = G0(p) exp(delta(p)): the start G0 is kept in float64 (exact free field after
         # model.double()); the learnable (or frozen) correction delta starts at 0.
         if spectrum == "kinetic":
@@ -122,9 +123,19 @@ class FreeFieldLayer(LatticeBijection):
         self.delta_log_a.zero_()
         self.delta_log_b.zero_()
 
-    def log_propagator(self) -> torch.Tensor:
-        """log G~(p), shape lattice.shape, in FFT ordering and symmetric under p -> -p."""
+    def log_propagator(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """log G~(p), shape lattice.shape, in FFT ordering and symmetric under p -> -p.
+
+        With a ``modulation`` (``conditioning.KineticModulation``, kinetic spectrum) and fields x:
+        1/G~(p; c) = a e^{da(c)} p_hat^2 + b e^{db(c)} at each field's couplings c, shape (n, *L)
+        (n = 1 when the fields share one point)."""
         if self.spectrum == "kinetic":
+            if self.modulation is not None and x is not None:
+                shift = self.modulation(x)  # (n, 2) float64
+                shape = (-1,) + (1,) * self.lattice.ndim
+                log_a = (self.log_a0 + self.delta_log_a.double() + shift[:, 0]).reshape(shape)
+                log_b = (self.log_b0 + self.delta_log_b.double() + shift[:, 1]).reshape(shape)
+                return -torch.log(torch.exp(log_a) * self.p_hat2 + torch.exp(log_b))
             return -torch.log(self.a * self.p_hat2 + self.b)
         delta = 0.5 * (self.delta_log_g + reflect_momenta(self.delta_log_g, self.lattice.ndim))
         return self.log_g0 + delta
@@ -141,9 +152,9 @@ class FreeFieldLayer(LatticeBijection):
 
     def _map(self, x: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
-        log_g = self.log_propagator().to(x.dtype)
+        log_g = self.log_propagator(x).to(x.dtype)  # *L or (n, *L)
         y = apply_circulant(x, torch.exp(0.5 * sign * log_g), self.lattice)
-        log_det = (0.5 * sign) * log_g.sum()
+        log_det = (0.5 * sign) * log_g.reshape(-1, self.lattice.volume).sum(-1)
         return y, log_det.expand(x.shape[0])
 
     def forward_and_log_det(self, z):

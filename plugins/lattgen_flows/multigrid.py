@@ -51,10 +51,13 @@ def coarse_slices(ndim: int) -> tuple[slice, ...]:
     return (slice(None),) + (slice(None, None, 2),) * ndim
 
 
-def decimate_propagator(propagator: torch.Tensor) -> torch.Tensor:
-    """G~ of the coarse-site field: G_c(m) = 2^-d sum_{n in {0,1}^d} G~(m + n L/2) (aliasing)."""
+def decimate_propagator(propagator: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+    """G~ of the coarse-site field: G_c(m) = 2^-d sum_{n in {0,1}^d} G~(m + n L/2) (aliasing).
+
+    The lattice axes are the last ``ndim`` (default: all); leading axes are a batch of spectra."""
     g = propagator
-    for axis in range(g.dim()):
+    ndim = g.dim() if ndim is None else ndim
+    for axis in range(g.dim() - ndim, g.dim()):
         n = g.shape[axis]
         g = g.reshape(*g.shape[:axis], 2, n // 2, *g.shape[axis + 1:]).mean(axis)
     return g
@@ -129,12 +132,15 @@ def alias_phases(lattice: Lattice) -> torch.Tensor:
     return torch.polar(torch.ones_like(phase), phase)
 
 
-def alias_components(g: torch.Tensor) -> torch.Tensor:
-    """G~ (*L) -> (2^d, *N): G~(m + n N) for every alias class n (n ordered like ``polyphase``'s o)."""
-    d, shape = g.dim(), g.shape
-    blocks = g.reshape(*[v for n in shape for v in (2, n // 2)])
-    perm = [2 * mu for mu in range(d)] + [2 * mu + 1 for mu in range(d)]
-    return blocks.permute(*perm).reshape(2**d, *(n // 2 for n in shape))
+def alias_components(g: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+    """G~ (*B, *L) -> (*B, 2^d, *N): G~(m + n N) for every alias class n (n ordered like
+    ``polyphase``'s o); the lattice axes are the last ``ndim`` (default: all)."""
+    d = g.dim() if ndim is None else ndim
+    lead, shape = g.shape[:g.dim() - d], g.shape[g.dim() - d:]
+    nb = len(lead)
+    blocks = g.reshape(*lead, *[v for n in shape for v in (2, n // 2)])
+    perm = list(range(nb)) + [nb + 2 * mu for mu in range(d)] + [nb + 2 * mu + 1 for mu in range(d)]
+    return blocks.permute(*perm).reshape(*lead, 2**d, *(n // 2 for n in shape))
 
 
 def conditional_gaussian(g: torch.Tensor, phases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,9 +148,11 @@ def conditional_gaussian(g: torch.Tensor, phases: torch.Tensor) -> tuple[torch.T
 
     The polyphase covariance per coarse momentum q is M(q) = 2^-d U diag(G~(k_n)) U^H; then
     A = M_fc / M_cc and B B^H = M_ff - M_fc M_cf / M_cc (Schur complement). ``g``: G~ on the
-    level's lattice (float64), ``phases``: ``alias_phases`` of it. A: (*N, F), B: (*N, F, F).
+    level's lattice (float64), optionally with leading batch axes (*B, *L), ``phases``:
+    ``alias_phases`` of it. A: (*B, *N, F), B: (*B, *N, F, F).
     """
-    gn = alias_components(g).movedim(0, -1).to(phases.dtype)  # (*N, 2^d)
+    d = phases.dim() - 2
+    gn = alias_components(g, d).movedim(-d - 1, -1).to(phases.dtype)  # (*B, *N, 2^d)
     m = (phases * gn.unsqueeze(-2)) @ phases.mH / phases.shape[-1]
     m_cc = m[..., 0, 0].real
     m_fc = m[..., 1:, 0]
@@ -157,10 +165,14 @@ def conditional_gaussian(g: torch.Tensor, phases: torch.Tensor) -> tuple[torch.T
 
 def decimated_propagator(lattice: Lattice, depth: int, log_a: torch.Tensor, log_b: torch.Tensor,
                          p_hat2_top: torch.Tensor) -> torch.Tensor:
-    """G~ on ``lattice`` of the kinetic field 1/(a p_hat^2 + b) defined on the lattice 2^depth finer."""
-    g = 1.0 / (torch.exp(log_a) * p_hat2_top + torch.exp(log_b))
+    """G~ on ``lattice`` of the kinetic field 1/(a p_hat^2 + b) defined on the lattice 2^depth finer.
+
+    ``log_a``, ``log_b``: scalars (G~ of shape *L) or (n,) tensors (n spectra, shape (n, *L))."""
+    ndim = p_hat2_top.dim()
+    shape = log_a.shape + (1,) * ndim
+    g = 1.0 / (torch.exp(log_a).reshape(shape) * p_hat2_top + torch.exp(log_b).reshape(shape))
     for _ in range(depth):
-        g = decimate_propagator(g)
+        g = decimate_propagator(g, ndim)
     return g
 
 
@@ -169,6 +181,9 @@ class KineticLayer(LatticeBijection):
 
     ``depth``: how many times the finest lattice was halved to reach this layer's lattice; the
     layer's spectrum is G~ decimated ``depth`` times (``decimated_propagator``), in float64.
+    With a ``modulation`` (``conditioning.KineticModulation``, set by a conditional model) the
+    form depends on each configuration's couplings c: log a(c) = log a + da(c), log b(c) =
+    log b + db(c); the map stays linear in z for every c, so it is exact for every c.
     """
 
     z2_equivariant = True
@@ -182,6 +197,7 @@ class KineticLayer(LatticeBijection):
         self.register_buffer("log_b0", torch.tensor(math.log(b), dtype=torch.float64))
         self.delta_log_a = nn.Parameter(torch.zeros(()))
         self.delta_log_b = nn.Parameter(torch.zeros(()))
+        self.modulation: nn.Module | None = None
         self.build_buffers(lattice, torch.device("cpu"), torch.get_default_dtype())
 
     def build_buffers(self, lattice, device, dtype):
@@ -189,10 +205,15 @@ class KineticLayer(LatticeBijection):
         top = Lattice([n * 2**self.depth for n in lattice.shape])
         self.register_buffer("p_hat2_top", top.p_hat_squared(device=device, dtype=torch.float64), persistent=False)
 
-    def propagator(self) -> torch.Tensor:
-        """G~(p) on this layer's lattice, float64."""
-        return decimated_propagator(self.lattice, self.depth, self.log_a0 + self.delta_log_a.double(),
-                                    self.log_b0 + self.delta_log_b.double(), self.p_hat2_top)
+    def propagator(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """G~(p) on this layer's lattice, float64: shape *L, or (n, *L) for the fields ``x`` of a
+        modulated layer (n = 1 when they share one point, else one spectrum per field)."""
+        log_a = self.log_a0 + self.delta_log_a.double()
+        log_b = self.log_b0 + self.delta_log_b.double()
+        if self.modulation is not None and x is not None:
+            shift = self.modulation(x)  # (n, 2) float64
+            log_a, log_b = log_a + shift[:, 0], log_b + shift[:, 1]
+        return decimated_propagator(self.lattice, self.depth, log_a, log_b, self.p_hat2_top)
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}"
@@ -203,9 +224,10 @@ class DecimatedFreeField(KineticLayer):
 
     def _map(self, x: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
-        log_g = torch.log(self.propagator())
+        log_g = torch.log(self.propagator(x))  # *L or (n, *L)
         y = apply_circulant(x, torch.exp(0.5 * sign * log_g).to(x.dtype), self.lattice)
-        return y, (0.5 * sign * log_g.sum()).to(x.dtype).expand(x.shape[0])
+        log_det = 0.5 * sign * log_g.reshape(-1, self.lattice.volume).sum(-1)  # (1,) or (n,)
+        return y, log_det.to(x.dtype).expand(x.shape[0])
 
     def forward_and_log_det(self, z):
         return self._map(z, 1.0)
@@ -235,9 +257,12 @@ class GaussianProlong(KineticLayer):
             self._phases[device] = alias_phases(self.lattice).to(device)
         return self._phases[device]
 
-    def _factors(self, dtype: torch.dtype):
-        a, b = conditional_gaussian(self.propagator(), self.phases())
-        log_det = torch.log(torch.diagonal(b, dim1=-2, dim2=-1).real).sum()
+    def _factors(self, x: torch.Tensor):
+        """A, B (leading axis 1 or one per field) and log|det| ((1,) or (batch,)) for the fields x."""
+        dtype = x.dtype
+        g = self.propagator(x)
+        a, b = conditional_gaussian(g.reshape(-1, *self.lattice.shape), self.phases())
+        log_det = torch.log(torch.diagonal(b, dim1=-2, dim2=-1).real).reshape(b.shape[0], -1).sum(-1)
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         return a.to(cdtype), b.to(cdtype), log_det.to(dtype)
 
@@ -245,7 +270,7 @@ class GaussianProlong(KineticLayer):
         self.check_input(x)
         d = self.lattice.ndim
         dims = tuple(range(2, 2 + d))
-        a, b, log_det = self._factors(x.dtype)
+        a, b, log_det = self._factors(x)
         p = polyphase(x, d)
         c_hat = torch.fft.fftn(p[:, :1], dim=dims).movedim(1, -1)  # (batch, *N, 1)
         rest_hat = torch.fft.fftn(p[:, 1:], dim=dims).movedim(1, -1)  # (batch, *N, F)
@@ -274,20 +299,23 @@ def build_multigrid(
     refine_layers: int,
     smooth_layers: int,
     depth: int = 0,
+    coarse_head=None,
 ) -> list[Bijection]:
     """The layer stack of one level on ``lattice`` (recursing to the coarser ones).
 
     ``kinetic``: the (a, b) every Gaussian layer starts from (1/G~ = a p_hat^2 + b on the finest
     lattice); ``make_coupling(lattice, parity, sites)`` builds a coupling; ``depth``: this
-    level's number of halvings from the finest lattice.
+    level's number of halvings from the finest lattice; ``coarse_head(lattice)``: layers put
+    first at the coarsest level, on its latent field (for example a ``ZeroModeSpline``).
     """
     if levels < 1:
         raise ConfigError(f"model.levels: expected an integer >= 1, got {levels}")
     if levels == 1:
-        return [DecimatedFreeField(lattice, *kinetic, depth=depth),
+        return [*(coarse_head(lattice) if coarse_head is not None else []),
+                DecimatedFreeField(lattice, *kinetic, depth=depth),
                 *(make_coupling(lattice, i % 2, "all") for i in range(coarse_layers))]
     inner = build_multigrid(coarse_lattice(lattice), kinetic, levels - 1, make_coupling, coarse_layers,
-                            refine_layers, smooth_layers, depth + 1)
+                            refine_layers, smooth_layers, depth + 1, coarse_head)
     return [
         OnCoarse(lattice, Composition(inner)),
         GaussianProlong(lattice, *kinetic, depth=depth),

@@ -185,6 +185,21 @@ def make_conditional_multigrid(action, **params):
     return make(action, **params)
 
 
+CONDITION_GAUSSIAN = Param("condition_gaussian", "bool", True,
+                           "make every Gaussian (free-field / prolongation) layer's kinetic form a function "
+                           "of the couplings (KineticModulation); false: one spectrum for the whole range "
+                           "(the form of run directories trained before this option)")
+
+ZERO_MODE = Param("zero_mode", "bool", True,
+                  "an odd spline of the latent zero mode conditioned on the couplings (ZeroModeSpline; at "
+                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase (run "
+                  "directories trained before this option need false)")
+
+TILT = Param("couplings_tilt", "table", None,
+             "tilt of the training draw, {name = t} with t in [-1, 1]: density 1 + t (2u - 1) over the "
+             "range (u = 0 at lo, 1 at hi; t = 0.5 draws 3x more at hi than at lo); default uniform",
+             nullable=True)
+
 COUPLINGS = Param("couplings", "table", None,
                   "trained range of each coupling, {name = [lo, hi], ...} (default: every coupling of "
                   "the action, +-10% around its value)", nullable=True)
@@ -233,10 +248,10 @@ def lattgen_register_models(register):
         Param("coupling", "str", "spline", "coupling type: spline or affine", choices=("affine", "spline")),
         n_layers(4), hidden((16, 16)), KERNEL, ACTIVATION, NETWORK, BINS, TAIL, free_field(True),
         Param("pointwise", "bool", False, "add a site-wise odd spline after the free-field layer"),
-        Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
+        Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN, ZERO_MODE, TILT,
     ), compare=False)
     register("conditional_multigrid", make_conditional_multigrid, params=(
-        COUPLINGS, *MULTIGRID_PARAMS,
+        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE, TILT, TILT,
     ), compare=False)
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,
