@@ -22,7 +22,7 @@ from lattgen.registry import get_registry
 pytestmark = [pytest.mark.numerical, pytest.mark.usefixtures("one_thread")]
 REG = get_registry()
 SPHERE_MODELS = [s.name for s in REG.specs("model") if s.meta.get("field") == "sphere"]
-CASES = [((4, 4), 2), ((4, 2), 3), ((2, 4), 4)]
+CASES = [((4, 4), 2), ((4, 2), 3), ((2, 4), 4), ((4, 4), 6)]  # N = 6 > 2d: the Gram-matrix eigenpairs
 
 
 def cpn(shape, n_comp, beta=0.8):
@@ -93,7 +93,7 @@ def test_log_det_against_autograd_in_tangent_charts(name, shape, n_comp):
     z = haar(shape, n_comp, batch=2, seed=3)
     _, ld = model.flow.forward_and_log_det(z)
     _, ld_inv = model.flow.inverse_and_log_det(z)
-    for i in range(2):
+    for i in range(2 if n_comp < 6 else 1):  # one configuration of the largest Jacobian (192 x 192)
         ref = chart_log_det(model.flow.forward_and_log_det, z[i])
         assert math.isclose(float(ref), float(ld[i].detach()), rel_tol=1e-8, abs_tol=1e-8)
         ref_inv = chart_log_det(model.flow.inverse_and_log_det, z[i])
@@ -113,7 +113,7 @@ def test_density_consistency_and_haar_identity(name):
 
 
 @pytest.mark.parametrize("name", SPHERE_MODELS)
-@pytest.mark.parametrize("shape, n_comp", CASES[:2])
+@pytest.mark.parametrize("shape, n_comp", [CASES[0], CASES[1], CASES[3]])
 def test_density_invariant_under_global_un_and_local_u1(name, shape, n_comp):
     model = build(name, shape, n_comp, seed=7)
     phi = haar(shape, n_comp, batch=4, seed=8)

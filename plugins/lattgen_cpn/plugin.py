@@ -124,6 +124,9 @@ FLOW_PARAMS = (
     Param("hidden", "list[int]", [32, 32], "hidden channels of the conditioner networks", min=1),
     Param("kernel_size", "int", 3, "odd convolution kernel size", min=1),
     Param("bins", "int", 8, "spline bins K per simplex coordinate", min=2),
+    Param("directions", "int", None, "leading eigen-directions of the neighbours' field whose weights are "
+          "transformed, the rest kept as one block (default: all that can matter, min(N-1, 2d))", min=1,
+          nullable=True),
 )
 
 
