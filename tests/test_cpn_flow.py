@@ -138,3 +138,21 @@ def test_weights_run_at_another_lattice_size(name):
     tiled = z.repeat(1, 2, 1, 1)
     assert torch.allclose(big.flow.forward_and_log_det(tiled)[0], model.flow.forward_and_log_det(z)[0].repeat(1, 2, 1, 1),
                           rtol=0, atol=1e-12)
+
+
+def test_path_gradient_keeps_values_and_vanishes_at_the_exact_model():
+    """Same (phi, log q) with path gradients; at beta = 0 the identity flow is exact (Haar = target) and
+    the path gradient of the reverse KL is zero while the plain one (score term) is not."""
+    action = cpn((4, 4), 3, beta=0.0)
+    m = REG.get("model", "cpn_flow").build(action, params={"n_layers": 2, "hidden": [4]}).double()
+    norms, values = {}, {}
+    for path in (False, True):
+        m.path_gradient = path
+        m.zero_grad()
+        phi, log_q = m.sample(16, torch.Generator().manual_seed(12))
+        (log_q + action(phi)).mean().backward()
+        norms[path] = float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())
+        values[path] = (phi.detach(), log_q.detach())
+    assert torch.equal(values[False][0], values[True][0])
+    assert torch.allclose(values[False][1], values[True][1], rtol=1e-12, atol=0)
+    assert norms[True] < 1e-10 and norms[False] > 1e-3

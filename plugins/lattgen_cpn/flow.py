@@ -36,11 +36,12 @@ import math
 from collections.abc import Sequence
 
 import torch
+from lattgen_flows import LatticeBijection, LatticeFlowModel
 from lattgen_flows.circular import MIN_BIN, MIN_DERIVATIVE, SLOPE_ONE
 from lattgen_flows.networks import ConvNet
 from normflows.utils.splines import rational_quadratic_spline
 
-from lattgen import Bijection, Composition, GenerativeModel, Lattice, LatticeError
+from lattgen import Composition, Lattice, LatticeError
 
 from .geometry import abs2, overlap, shift
 
@@ -88,13 +89,13 @@ def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, ndim: int, r: int):
     return evals, vecs
 
 
-class EigenbasisCoupling(Bijection):
+class EigenbasisCoupling(LatticeBijection):
     """Splines of the stick-breaking ratios of |v_k^+ z_x|^2 (leading eigen-directions of the neighbours'
     projectors) at one checkerboard colour."""
 
     def __init__(self, lattice: Lattice, n_comp: int, parity: int = 0, hidden: Sequence[int] = (32, 32),
                  kernel_size: int = 3, bins: int = 8, directions: int | None = None):
-        super().__init__()
+        super().__init__(lattice)
         if not lattice.bipartite:
             raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
         self.ndim = lattice.ndim
@@ -108,12 +109,15 @@ class EigenbasisCoupling(Bijection):
         self.n_par = 3 * self.bins + 1
         out = (2 * self.r - 1) * self.n_par  # a_1..a_r, b_2..b_r
         self.net = ConvNet(self.ndim, self.n_eig + self.n_diag, out, hidden, kernel_size, "tanh")
-        self.register_buffer("mask", lattice.checkerboard(parity, dtype=torch.bool), persistent=False)
+        self.build_buffers(lattice, torch.device("cpu"), torch.float64)
         powers = torch.arange(self.n_comp - 2, self.n_comp - 2 - self.r, -1, dtype=torch.float64)  # N-k-1
         self.register_buffer("powers", powers, persistent=False)
 
-    def _rebuild_mask(self, lattice: Lattice) -> None:
-        self.mask = lattice.checkerboard(self.parity, device=self.mask.device, dtype=torch.bool)
+    def build_buffers(self, lattice: Lattice, device: torch.device, dtype: torch.dtype) -> None:
+        if not lattice.bipartite:
+            raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
+        self.register_buffer("mask", lattice.checkerboard(self.parity, device=device, dtype=torch.bool),
+                             persistent=False)
 
     def _features(self, z: torch.Tensor, evals: torch.Tensor) -> torch.Tensor:
         """Spline parameters a (batch, S, r, 3K+1) and b (batch, S, r-1, 3K+1) at the updated sites."""
@@ -178,35 +182,36 @@ class EigenbasisCoupling(Bijection):
         return self._transform(phi, inverse=True)
 
 
-class CPNFlowModel(GenerativeModel):
-    """Haar prior on every sphere pushed through eigenbasis couplings; q relative to the Haar (Riemannian) measure."""
+class CPNFlowModel(LatticeFlowModel):
+    """Haar prior on every sphere pushed through eigenbasis couplings; q relative to the Haar (Riemannian)
+    measure; path gradients and ``relattice`` as every lattice flow (``LatticeFlowModel``)."""
 
     def __init__(self, lattice: Lattice, n_comp: int, n_layers: int = 8, hidden: Sequence[int] = (32, 32),
-                 kernel_size: int = 3, bins: int = 8, directions: int | None = None):
-        super().__init__(lattice)
+                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, path_gradient: bool = False):
+        flow = Composition([EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden,
+                                               kernel_size=kernel_size, bins=bins, directions=directions)
+                            for i in range(n_layers)])
+        super().__init__(lattice, flow, path_gradient)
         self.n_comp = int(n_comp)
-        self.flow = Composition([EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden,
-                                                    kernel_size=kernel_size, bins=bins, directions=directions)
-                                 for i in range(n_layers)])
         self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
 
     @property
     def complex_dtype(self) -> torch.dtype:
         return torch.complex64 if self.dtype == torch.float32 else torch.complex128
 
-    def relattice(self, lattice: Lattice) -> None:
+    def relattice(self, lattice: Lattice) -> CPNFlowModel:
         """The same weights on another lattice (masks rebuilt)."""
-        self.lattice = lattice
+        super().relattice(lattice)
         self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
-        for layer in self.flow.layers:
-            layer._rebuild_mask(lattice)
+        return self
 
-    def sample(self, n, generator=None):
-        z = haar_vectors(n, self.lattice.shape, self.n_comp, generator=generator, device=self.device,
-                         dtype=self.complex_dtype)
-        phi, log_det = self.flow.forward_and_log_det(z)
-        return phi, -self.log_volume - log_det
+    def sample_latent(self, n, generator=None):
+        return haar_vectors(n, self.lattice.shape, self.n_comp, generator=generator, device=self.device,
+                            dtype=self.complex_dtype)
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log of the Haar density relative to the Riemannian volume: -V log Vol(S^{2N-1})."""
+        return torch.full((z.shape[0],), -self.log_volume, dtype=torch.float64, device=z.device)
 
     def log_prob(self, phi):
-        _z, log_det = self.flow.inverse_and_log_det(phi.to(self.complex_dtype))
-        return -self.log_volume + log_det
+        return super().log_prob(phi.to(self.complex_dtype))

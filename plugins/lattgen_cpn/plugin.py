@@ -127,6 +127,8 @@ FLOW_PARAMS = (
     Param("directions", "int", None, "leading eigen-directions of the neighbours' field whose weights are "
           "transformed, the rest kept as one block (default: all that can matter, min(N-1, 2d))", min=1,
           nullable=True),
+    Param("path_gradient", "bool", False, "sample()'s log q carries the path gradient only (lower-variance "
+          "reverse KL, one extra inverse pass per step)"),
 )
 
 
