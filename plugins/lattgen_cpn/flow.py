@@ -32,6 +32,7 @@ measure on every sphere. A coupling flow on spheres in the spirit of Rezende et 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -41,9 +42,11 @@ from lattgen_flows.circular import MIN_BIN, MIN_DERIVATIVE, SLOPE_ONE
 from lattgen_flows.networks import ConvNet
 from normflows.utils.splines import rational_quadratic_spline
 
-from lattgen import Composition, Lattice, LatticeError
+from lattgen import Composition, ConfigError, Lattice, LatticeError
 
-from .geometry import abs2, overlap, shift
+from .features import invariant_features, neighbour_offsets
+from .geometry import abs2
+from .projective import n_coefficients, projective_map, rank_one_factors
 
 
 def sphere_log_volume(n_comp: int) -> float:
@@ -66,27 +69,51 @@ def interval_spline(t, raw, bins: int, inverse: bool):
                                      min_bin_height=MIN_BIN, min_derivative=MIN_DERIVATIVE)
 
 
-def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, ndim: int, r: int):
-    """The eigenvalues (batch, S, q) of M_x (q = min(N, 2d), descending) and the r leading eigenvectors
-    (batch, S, N, r) at the S sites of ``mask``, in float64 whatever z's precision.
+def shell_offsets(ndim: int, shell: int) -> list[tuple[int, ...]]:
+    """Lattice vectors of L1 norm ``shell`` (odd: sites of the other checkerboard colour), sorted."""
+    rng = range(-shell, shell + 1)
+    return sorted(o for o in itertools.product(rng, repeat=ndim) if sum(abs(c) for c in o) == shell)
 
-    For N <= 2d from M_x itself; for N > 2d from the 2d x 2d Gram matrix G = Y^+ Y of the neighbours
-    Y = (z_{x+-mu}): M = Y Y^+ has the same non-zero eigenvalues, with v = Y a / sqrt(l) (G a = l a),
-    so the N - 2d exact zeros (whose 1/(l_i - l_j) would poison the backward pass) never appear
-    (on a lattice with an extent 2 the neighbours x +- mu coincide and M_x itself is used).
-    The float64 decomposition keeps float32 training finite (the backward pass divides by gaps).
+
+def distinct_offsets(offsets, shape) -> list[tuple[tuple[int, ...], int]]:
+    """The offsets reduced mod the lattice extents, each once with its multiplicity (on a small
+    lattice x + a and x + b can be one site: its projector then enters M_x with that weight)."""
+    counts: dict[tuple[int, ...], int] = {}
+    for o in offsets:
+        key = tuple(c % n for c, n in zip(o, shape))
+        counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items())
+
+
+def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, offsets, r: int, n_eig: int):
+    """Eigenvalues (batch, S, n_eig; descending, zero-padded) of M_x = sum_a m_a P_{x+a} / sum_a m_a and its
+    leading eigenvectors (batch, S, N, r') at the S sites of ``mask``, r' = min(r, number of distinct
+    sites), in float64 whatever z's precision (the float32 backward pass of eigh, 1/(l_i - l_j) for
+    nearly degenerate eigenvalues, gave NaN).
+
+    ``offsets``: (offset, multiplicity) pairs from ``distinct_offsets``. With m distinct sites
+    Y = (sqrt(m_a) z_{x+a}) and M = Y Y^+ / sum m_a: for N <= m from M itself; for N > m from the
+    m x m Gram matrix G = Y^+ Y, which has the same non-zero eigenvalues, with v = Y a / sqrt(l)
+    (G a = l a), so the N - m exact zeros of M (whose 1/(l_i - l_j) would poison the backward
+    pass, and whose eigenvectors are an arbitrary basis) never appear.
     """
-    n_comp = z.shape[-1]
-    neighbours = [shift(z, mu, n)[:, mask] for mu in range(ndim) for n in (1, -1)]
-    y = torch.stack(neighbours, dim=-1).to(torch.complex128)  # (batch, S, N, 2d)
-    if n_comp <= 2 * ndim or min(z.shape[1:1 + ndim]) <= 2:  # (extent 2: x + mu = x - mu, G is singular)
+    n_comp, ndim = z.shape[-1], z.dim() - 2
+    total = float(sum(m for _, m in offsets))
+    cols = [torch.roll(z, shifts=[-c for c in o], dims=list(range(1, ndim + 1)))[:, mask] * math.sqrt(m / total)
+            for o, m in offsets]
+    y = torch.stack(cols, dim=-1).to(torch.complex128)  # (batch, S, N, m)
+    m_sites = y.shape[-1]
+    r = min(r, m_sites)
+    if n_comp <= m_sites:
         evals, vecs = torch.linalg.eigh(y @ y.conj().transpose(-1, -2))
         evals, vecs = evals.flip(-1), vecs.flip(-1)[..., :r]
     else:
         evals, a = torch.linalg.eigh(y.conj().transpose(-1, -2) @ y)
         evals, a = evals.flip(-1), a.flip(-1)[..., :r]
         vecs = (y @ a) / torch.sqrt(evals[..., :r].clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(-2)
-    return evals, vecs
+    if evals.shape[-1] < n_eig:
+        evals = torch.cat([evals, evals.new_zeros((*evals.shape[:-1], n_eig - evals.shape[-1]))], -1)
+    return evals[..., :n_eig], vecs
 
 
 class EigenbasisCoupling(LatticeBijection):
@@ -94,11 +121,14 @@ class EigenbasisCoupling(LatticeBijection):
     projectors) at one checkerboard colour."""
 
     def __init__(self, lattice: Lattice, n_comp: int, parity: int = 0, hidden: Sequence[int] = (32, 32),
-                 kernel_size: int = 3, bins: int = 8, directions: int | None = None):
+                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, shell: int = 1,
+                 projective: bool = False):
         super().__init__(lattice)
-        if not lattice.bipartite:
-            raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
+        if shell < 1 or shell % 2 == 0:
+            raise ConfigError(f"model.stencils: a shell must be an odd L1 distance >= 1 (sites of the other "
+                              f"colour), got {shell}")
         self.ndim = lattice.ndim
+        self.shell = int(shell)
         self.n_comp = int(n_comp)
         self.parity = int(parity)
         self.bins = int(bins)
@@ -107,7 +137,10 @@ class EigenbasisCoupling(LatticeBijection):
         self.r = r_max if directions is None else min(int(directions), r_max)
         self.n_diag = self.ndim * (self.ndim - 1)  # frozen-frozen diagonal pairs per site
         self.n_par = 3 * self.bins + 1
-        out = (2 * self.r - 1) * self.n_par  # a_1..a_r, b_2..b_r
+        self.projective = bool(projective)
+        self.n_spline = (2 * self.r - 1) * self.n_par  # a_1..a_r, b_2..b_r
+        self.nn_offsets = neighbour_offsets(self.ndim)
+        out = self.n_spline + (n_coefficients(len(self.nn_offsets)) if self.projective else 0)
         self.net = ConvNet(self.ndim, self.n_eig + self.n_diag, out, hidden, kernel_size, "tanh")
         self.build_buffers(lattice, torch.device("cpu"), torch.float64)
         powers = torch.arange(self.n_comp - 2, self.n_comp - 2 - self.r, -1, dtype=torch.float64)  # N-k-1
@@ -116,31 +149,30 @@ class EigenbasisCoupling(LatticeBijection):
     def build_buffers(self, lattice: Lattice, device: torch.device, dtype: torch.dtype) -> None:
         if not lattice.bipartite:
             raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
+        self.offsets = distinct_offsets(shell_offsets(self.ndim, self.shell), lattice.shape)
         self.register_buffer("mask", lattice.checkerboard(self.parity, device=device, dtype=torch.bool),
                              persistent=False)
 
-    def _features(self, z: torch.Tensor, evals: torch.Tensor) -> torch.Tensor:
+    def _features(self, z: torch.Tensor, evals: torch.Tensor):
         """Spline parameters a (batch, S, r, 3K+1) and b (batch, S, r-1, 3K+1) at the updated sites."""
-        lat_dims = tuple(range(1, self.ndim + 1))
-        real = torch.float32 if z.dtype == torch.complex64 else torch.float64
-        eig_map = torch.zeros((*z.shape[:-1], self.n_eig), dtype=real, device=z.device)
-        eig_map[:, self.mask] = (evals[..., :self.n_eig] / (2 * self.ndim)).to(real)
-        feats = [eig_map]
-        frozen = (~self.mask).to(real)
-        for mu in range(self.ndim):
-            for nu in range(mu + 1, self.ndim):
-                for sign in (1, -1):
-                    other = shift(shift(z, mu), nu, sign)
-                    feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1))
-        x = torch.cat(feats, dim=-1).permute(0, self.ndim + 1, *lat_dims)  # (batch, C, *lattice)
-        raw = self.net(x).permute(0, *[d + 1 for d in lat_dims], 1)[:, self.mask].to(torch.float64)
-        raw = raw.reshape(*raw.shape[:-1], 2 * self.r - 1, self.n_par)
-        return raw[..., :self.r, :], raw[..., self.r:, :]
+        raw = invariant_features(self.net, z, self.mask, evals)
+        spline = raw[..., :self.n_spline].reshape(*raw.shape[:-1], 2 * self.r - 1, self.n_par)
+        return spline[..., :self.r, :], spline[..., self.r:, :], raw[..., self.n_spline:]
 
     def _transform(self, z: torch.Tensor, inverse: bool):
-        evals, vecs = leading_eigenpairs(z, self.mask, self.ndim, self.r)
-        a, b = self._features(z, evals)
+        evals, vecs = leading_eigenpairs(z, self.mask, self.offsets, self.r, self.n_eig)
+        r = vecs.shape[-1]  # self.r, or fewer where the stencil has fewer distinct sites (tiny lattices)
+        a, b, coeffs = self._features(z, evals)
+        a, b = a[..., :r, :], b[..., :r - 1, :]
         zc = z[:, self.mask].to(torch.complex128)  # (batch, S, N)
+        log_det_g = 0.0
+        if self.projective:  # z' = G spline(z) / |.|: the inverse undoes G first
+            dims = list(range(1, self.ndim + 1))
+            ys = [torch.roll(z, shifts=[-c for c in o], dims=dims)[:, self.mask].to(torch.complex128)
+                  for o in self.nn_offsets]
+            factors = rank_one_factors(ys, coeffs)
+            if inverse:
+                zc, log_det_g = projective_map(zc, factors, inverse=True)
         c = (vecs.conj().transpose(-1, -2) @ zc.unsqueeze(-1)).squeeze(-1)  # (batch, S, r)
         rho = zc - (vecs @ c.unsqueeze(-1)).squeeze(-1)
         s = abs2(c)
@@ -152,12 +184,12 @@ class EigenbasisCoupling(LatticeBijection):
         log_r = torch.log(tails.clamp_min(tiny))
         t = torch.exp(log_r[..., 1:] - log_r[..., :-1]).clamp(0.0, 1.0)  # t_k = R_k / R_{k-1}
         if inverse:  # the input is the output of the forward map: its tails are R'
-            raw = torch.cat([a[..., :1, :], a[..., 1:, :] + tails[..., 1:self.r, None] * b], -2)
+            raw = torch.cat([a[..., :1, :], a[..., 1:, :] + tails[..., 1:r, None] * b], -2)
             t_new, log_slope = interval_spline(t, raw, self.bins, inverse=True)
             new_tails = torch.cat([torch.ones_like(s[..., :1]), torch.cumprod(t_new, -1)], -1)
         else:
             t_cols, slopes, r_prev = [], [], torch.ones_like(s[..., 0])
-            for k in range(self.r):
+            for k in range(r):
                 raw_k = a[..., k, :] if k == 0 else a[..., k, :] + r_prev.unsqueeze(-1) * b[..., k - 1, :]
                 t_k, ls_k = interval_spline(t[..., k], raw_k, self.bins, inverse=False)
                 r_prev = r_prev * t_k
@@ -165,15 +197,19 @@ class EigenbasisCoupling(LatticeBijection):
                 slopes.append(ls_k)
             t_new, log_slope = torch.stack(t_cols, -1), torch.stack(slopes, -1)
             new_tails = torch.cat([torch.ones_like(s[..., :1]), torch.cumprod(t_new, -1)], -1)
-        log_det = log_slope + self.powers * (torch.log(t_new.clamp_min(tiny)) - torch.log(t.clamp_min(tiny)))
+        log_det = log_slope + self.powers[:r] * (torch.log(t_new.clamp_min(tiny)) - torch.log(t.clamp_min(tiny)))
         s_new = new_tails[..., :-1] * (1.0 - t_new)
         modulus = torch.sqrt(s)
         unit = torch.where(modulus > 0, c / modulus.clamp_min(tiny), torch.ones_like(c))
         rest_scale = torch.sqrt(new_tails[..., -1:] / tails[..., -1:].clamp_min(tiny))
         z_new = (vecs @ (unit * torch.sqrt(s_new)).unsqueeze(-1)).squeeze(-1) + rest_scale * rho
+        z_new = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
+        if self.projective and not inverse:
+            z_new, log_det_g = projective_map(z_new, factors, inverse=False)
         out = z.clone()
-        out[:, self.mask] = (z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)).to(z.dtype)
-        return out, log_det.sum(dim=(1, 2)).to(torch.float64)
+        out[:, self.mask] = z_new.to(z.dtype)
+        log_det_g = log_det_g.sum(-1) if self.projective else 0.0
+        return out, log_det.sum(dim=(1, 2)).to(torch.float64) + log_det_g
 
     def forward_and_log_det(self, z):
         return self._transform(z, inverse=False)
@@ -187,10 +223,15 @@ class CPNFlowModel(LatticeFlowModel):
     measure; path gradients and ``relattice`` as every lattice flow (``LatticeFlowModel``)."""
 
     def __init__(self, lattice: Lattice, n_comp: int, n_layers: int = 8, hidden: Sequence[int] = (32, 32),
-                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, path_gradient: bool = False):
-        flow = Composition([EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden,
-                                               kernel_size=kernel_size, bins=bins, directions=directions)
-                            for i in range(n_layers)])
+                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, path_gradient: bool = False,
+                 stencils: Sequence[int] = (1, 3), projective: bool = True):
+        shells = list(stencils) or [1]
+        layers = []
+        for i in range(n_layers):
+            layers.append(EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden, kernel_size=kernel_size,
+                                             bins=bins, directions=directions, shell=shells[(i // 2) % len(shells)],
+                                             projective=projective))
+        flow = Composition(layers)
         super().__init__(lattice, flow, path_gradient)
         self.n_comp = int(n_comp)
         self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
