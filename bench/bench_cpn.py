@@ -80,6 +80,8 @@ def main():
     fl.add_argument("--flow", default="v2", choices=("v1", "v2"), help="v1: the first cpn_flow (bench/cpn_flow_v1.py)")
     fl.add_argument("--directions", type=int, default=None)
     fl.add_argument("--path-gradient", action="store_true")
+    fl.add_argument("--pretrain-l", type=int, default=None, help="train first at this L (curriculum)")
+    fl.add_argument("--pretrain-fraction", type=float, default=0.5, help="share of --train-s at --pretrain-l")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cmd == "scan":

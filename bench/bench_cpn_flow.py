@@ -37,11 +37,19 @@ def run_flow(args, summary):
         model = reg.get("model", "cpn_flow").build(action, params=params)
     from lattgen.config import resolve_train
 
-    cfg = resolve_train({"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
-                         "threads": 1, "dtype": args.dtype, "log_every": 50, "checkpoint_every_s": 1e9,
-                         "clock": "cpu"}, "train")
+    raw_cfg = {"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
+               "threads": 1, "dtype": args.dtype, "log_every": 50, "checkpoint_every_s": 1e9, "clock": "cpu"}
+    cfg = resolve_train(raw_cfg, "train")
     t0 = time.process_time()
     out = Path(args.out) if args.out else None
+    pre_steps = 0
+    if args.pretrain_l:  # curriculum: a share of the budget at a smaller L, then the weights move up
+        small = reg.get("action", "cpn").build(Lattice([args.pretrain_l] * 2), params={"N": args.N, "beta": args.beta})
+        model.relattice(small.lattice)
+        pre_cfg = resolve_train({**raw_cfg, "max_time_s": args.train_s * args.pretrain_fraction}, "train")
+        pre_steps = train(model, small, pre_cfg, out_dir=None, generator=make_generator(5)).step
+        model.relattice(lat)
+        cfg = resolve_train({**raw_cfg, "max_time_s": args.train_s - (time.process_time() - t0)}, "train")
     result = train(model, action, cfg, out_dir=out, generator=make_generator(0))
     train_cpu = time.process_time() - t0
     model = model.double().eval()
@@ -54,7 +62,8 @@ def run_flow(args, summary):
     chain = run_chain(sampler, measure_all(obs), args.samples, n_therm=50)
     wall = time.perf_counter() - t1
     info = chain.info
-    extra = {"train_cpu_s": round(train_cpu, 1), "train_steps": result.step,
+    extra = {"train_cpu_s": round(train_cpu, 1), "train_steps": result.step, "pretrain_steps": pre_steps,
+             "pretrain": [args.pretrain_l, args.pretrain_fraction] if args.pretrain_l else None,
              "acceptance": chain.acceptance, "longest_rejection_run": info.get("longest_rejection_run"),
              "ess_fresh": fresh["ess"], "expected_acceptance": fresh["acceptance"],
              "log_w_var": fresh["log_w_var"], "flow": args.flow, "layers": args.layers, "hidden": args.hidden, "batch": args.batch}
