@@ -2,12 +2,13 @@
 
 One coupling layer updates the sites x of one checkerboard colour given the other colour (frozen):
 
-1. M_x = sum_{+-mu} P_{x+-mu} (frozen neighbours only) with eigenpairs l_1 >= l_2 >= ... (the
-   r = ``directions`` leading ones); the weight of z_x given its neighbours, exp(beta N z^+ M z),
-   depends on z_x only through the weights s_k = |v_k^+ z_x|^2 (the phases of v_k^+ z_x are
-   uniform under the target's conditional and under Haar). The other N - r directions form one
-   block, rho = z - sum_{k<=r} v_k v_k^+ z, whose direction is kept: the map never depends on a
-   basis of a degenerate eigenspace (for N > 2d, M has N - 2d zero eigenvalues).
+1. M_x = sum_a P_{x+a} / #a over a stencil of frozen sites (the nearest neighbours, shell 1, where
+   the exact conditional exp(beta N z^+ M z) lives, or the shell at L1 distance 3; ``stencils``
+   alternates them every two layers) with eigenpairs l_1 >= l_2 >= ... (the r = ``directions``
+   leading ones). The conditional depends on z_x only through the weights s_k = |v_k^+ z_x|^2
+   (the phases of v_k^+ z_x are uniform under it and under Haar). The other N - r directions
+   form one block, rho = z - sum_{k<=r} v_k v_k^+ z, whose direction is kept: the map never
+   depends on a basis of a degenerate eigenspace (for N > 2d, M has N - 2d zero eigenvalues).
 2. Stick breaking from the top: t_k = R_k / R_{k-1}, R_k = 1 - s_1 - ... - s_k (R_0 = 1,
    R_r = |rho|^2). Under the Haar measure on S^{2N-1} the t_k are independent Beta(N-k, 1)
    (density (N-k) t^{N-k-1}). Each t_k goes through a rational-quadratic spline of [0, 1]
@@ -17,13 +18,16 @@ One coupling layer updates the sites x of one checkerboard colour given the othe
    weight left for direction k (autoregressive: the exact conditional's tilt of t_k is
    beta N R_{k-1} (l_k - ...)). Then z_x' = sum_k sqrt(s_k') v_k (v_k^+ z_x)/|v_k^+ z_x| +
    sqrt(R_r'/R_r) rho.
+3. With ``projective``, z_x'' = G_x z_x' / |G_x z_x'|, G_x a product of rank-one updates of 1 from
+   the nearest neighbours' projectors with coefficients from the same network (projective.py):
+   it moves the phases that step 2 keeps.
 
 Why t and not the Haar-uniform w = 1 - t^{N-k} (the first version): the target concentrates t_1
 at ~ (N-1)/(beta N (l_1 - l_2)), i.e. w_1 within t_1^{N-1} of 1 (1e-4 at N = 10, beta = 1.07),
 which a spline with bins of at least 1e-3 cannot reach; in t both Haar and target are spread.
 
-The log-det with respect to the Haar (Riemannian) measure is
-sum_k [log f_k'(t_k) + (N-k-1)(log t_k' - log t_k)]. The map commutes with global U(N) (z -> U z:
+The log-det of step 2 with respect to the Haar (Riemannian) measure is
+sum_k [log f_k'(t_k) + (N-k-1)(log t_k' - log t_k)] (step 3's in projective.py). The map commutes with global U(N) (z -> U z:
 M -> U M U^+, features unchanged) and with local U(1) phases, so q(z) is exactly invariant under
 both, as the target is (up to the measure-zero set where l_r = l_{r+1}). The prior is the Haar
 measure on every sphere. A coupling flow on spheres in the spirit of Rezende et al., arXiv
