@@ -23,7 +23,8 @@ from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
 
 MARK = "BENCH_RESULT "
-NAMES = ("topological_charge_squared", "cpn_xi", "cpn_chi_t_xi2", "cpn_energy", "topological_susceptibility")
+NAMES = ("topological_charge_squared", "cpn_xi", "cpn_chi_t_xi2", "cpn_energy", "topological_susceptibility",
+         "cpn_chi_m")
 
 
 def summary(label, n_comp, length, beta, res, wall, extra=None):
@@ -76,6 +77,11 @@ def main():
     fl.add_argument("--lr", type=float, default=1e-3)
     fl.add_argument("--out", default=None)
     fl.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    fl.add_argument("--flow", default="v2", choices=("v1", "v2"), help="v1: the first cpn_flow (bench/cpn_flow_v1.py)")
+    fl.add_argument("--directions", type=int, default=None)
+    fl.add_argument("--path-gradient", action="store_true")
+    fl.add_argument("--pretrain-l", type=int, default=None, help="train first at this L (curriculum)")
+    fl.add_argument("--pretrain-fraction", type=float, default=0.5, help="share of --train-s at --pretrain-l")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.cmd == "scan":

@@ -14,6 +14,7 @@ from lattgen_u1.observables import OBSERVABLES, topological_charge_of
 from lattgen_u1.von_mises import sample_von_mises
 from rounding import assert_close_to_rounding, scalar_condition
 from scipy.special import ive
+from u1_checks import imh_reproduces_exact
 
 from lattgen import ConfigError, Lattice, LatticeError, wrap_angle
 from lattgen.config import resolve_config
@@ -148,22 +149,6 @@ def test_bad_lattices():
 def test_trained_flow_with_imh_reproduces_the_exact_results(tmp_path, beta):
     """A briefly trained u1_equivariant flow proposing for IMH (exact whatever the training):
     <cos P> and <Q^2> on 4 x 4 within 4 sigma of the exact values."""
-    from lattgen.rundir import load_trained, train_run
-
-    cfg = resolve_config({"action": {"name": "u1", "lattice": [4, 4], "beta": beta},
-                          "model": {"name": "u1_equivariant", "n_layers": 8, "hidden": [8]},
-                          "train": {"max_steps": 40, "batch_size": 32, "lr": 3e-3, "eval_batch": 128,
-                                    "log_every": 40},
-                          "run": {"seed": 3}}, require=("action", "model", "train"))
-    train_run(cfg, tmp_path / "run")
-    config, _, model = load_trained(tmp_path / "run")
-    sample = resolve_config(dict(config, sampler={"name": "imh", "n_chains": 16},
-                                 run=dict(config["run"], n_samples=2048, n_therm=20,
-                                          observables=["plaquette", "topological_charge_squared"])),
-                            require=("action", "sampler"))
-    results, _ = run_sampling(sample, model=model)
-    assert results["acceptance"] > 0.05, "the chain moves: the test has power"
-    exact = exact_results(Lattice([4, 4]), beta)
-    for name in ("plaquette", "topological_charge_squared"):
-        o = results["observables"][name]
-        assert abs(o["value"] - exact[name]) < 4 * o["error"], (name, o["value"], o["error"], exact[name])
+    imh_reproduces_exact(tmp_path / "run", (4, 4), beta, {"name": "u1_equivariant", "n_layers": 8, "hidden": [8]},
+                         {"max_steps": 40, "batch_size": 32, "lr": 3e-3, "eval_batch": 128, "log_every": 40},
+                         n_samples=2048, min_acceptance=0.05)

@@ -12,17 +12,14 @@ import pytest
 import torch
 from lattgen_u1.action import plaquette_angles
 from lattgen_u1.dual_tree import dual_tree_levels
-from lattgen_u1.exact import exact_results
 from lattgen_u1.plaquette_tree import PlaquetteTree
 from lattgen_u1.von_mises_map import VonMisesMap, bessel_ratios, n_terms
 from rounding import ROUNDING_OPS
 from scipy.special import ive
+from u1_checks import imh_reproduces_exact
 
 from lattgen import ConfigError, Lattice, LatticeError, wrap_angle
-from lattgen.config import resolve_config
 from lattgen.registry import get_registry
-from lattgen.rundir import load_trained, train_run
-from lattgen.sample import run_sampling
 
 EPS = torch.finfo(torch.float64).eps
 
@@ -145,23 +142,9 @@ def test_exact_up_to_the_root_plaquette(shape, beta):
 def test_trained_tree_flow_with_imh_reproduces_the_exact_results(tmp_path, beta):
     """u1_tree (kappa trained a few steps) proposing for IMH on 8 x 8: <cos P> and <Q^2> within
     4 sigma of the exact values; at beta = 6 this is where u1_equivariant does not train on CPU."""
-    cfg = resolve_config({"action": {"name": "u1", "lattice": [8, 8], "beta": beta},
-                          "model": {"name": "u1_tree"},
-                          "train": {"max_steps": 5, "batch_size": 32, "lr": 1e-3, "eval_batch": 64,
-                                    "log_every": 5},
-                          "run": {"seed": 3}}, require=("action", "model", "train"))
-    train_run(cfg, tmp_path / "run")
-    config, _, model = load_trained(tmp_path / "run")
-    sample = resolve_config(dict(config, sampler={"name": "imh", "n_chains": 16},
-                                 run=dict(config["run"], n_samples=4096, n_therm=20,
-                                          observables=["plaquette", "topological_charge_squared"])),
-                            require=("action", "sampler"))
-    results, _ = run_sampling(sample, model=model)
-    assert results["acceptance"] > 0.1, "the chain moves: the test has power"
-    exact = exact_results(Lattice([8, 8]), beta)
-    for name in ("plaquette", "topological_charge_squared"):
-        o = results["observables"][name]
-        assert abs(o["value"] - exact[name]) < 4 * o["error"], (name, o["value"], o["error"], exact[name])
+    imh_reproduces_exact(tmp_path / "run", (8, 8), beta, {"name": "u1_tree"},
+                         {"max_steps": 5, "batch_size": 32, "lr": 1e-3, "eval_batch": 64, "log_every": 5},
+                         n_samples=4096, min_acceptance=0.1)
 
 
 def test_bad_input():
@@ -170,6 +153,10 @@ def test_bad_input():
     for bad in (0.0, -1.0, 200.0, float("nan")):
         with pytest.raises(ConfigError, match="kappa"):
             reg.get("model", "u1_tree").build(action, params={"kappa": bad})
+    strong = reg.get("action", "u1").build(Lattice((6, 6)), params={"beta": 250.0})
+    with pytest.raises(ConfigError, match="model.kappa"):
+        reg.get("model", "u1_tree").build(strong)
+    assert reg.get("model", "u1_tree").build(strong, params={"kappa": 150.0}) is not None
     with pytest.raises(LatticeError, match="multiples of 4"):
         reg.get("model", "u1_tree").build(action, params={"n_layers": 2})
     with pytest.raises(LatticeError, match="2D"):

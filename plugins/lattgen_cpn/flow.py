@@ -1,39 +1,56 @@
-"""A U(N)- and gauge-equivariant flow for CP^{N-1}: eigenbasis simplex couplings over checkerboards.
+"""A U(N)- and gauge-equivariant flow for CP^{N-1}: splines of the leading eigen-directions' weights.
 
 One coupling layer updates the sites x of one checkerboard colour given the other colour (frozen):
 
-1. M_x = sum_{+-mu} P_{x+-mu} (frozen neighbours only), eigen-decomposed M_x = sum_k l_k v_k v_k^+
-   with l_1 <= ... <= l_N; the weight of z_x given its neighbours, exp(beta N z^+ M z), depends
-   on z_x only through s_k = |v_k^+ z_x|^2, a point of the simplex (the phases of v_k^+ z_x are
-   uniform under both the target's conditional and the Haar measure).
-2. s is mapped to the unit cube by stick breaking, u_k = s_k / (1 - s_1 - ... - s_{k-1}), then
-   w_k = 1 - (1 - u_k)^{N-k}: under the Haar measure on S^{2N-1}, s is Dirichlet(1, ..., 1) and the
-   w_k are independent uniforms, so in (w, phases) coordinates the Haar measure is Lebesgue.
-3. Each w_k goes through a rational-quadratic spline of [0, 1] (Durkan et al., arXiv 1906.04032)
-   whose parameters a convolutional network computes from gauge- and U(N)-invariant features
-   (the eigenvalues l_k at updated sites; |z_y^+ z_{y+mu+-nu}|^2 between frozen diagonal
-   neighbours); then back: z_x' = sum_k sqrt(s_k'/s_k) v_k v_k^+ z_x.
+1. M_x = sum_a P_{x+a} / #a over a stencil of frozen sites (the nearest neighbours, shell 1, where
+   the exact conditional exp(beta N z^+ M z) lives, or the shell at L1 distance 3; ``stencils``
+   alternates them every two layers) with eigenpairs l_1 >= l_2 >= ... (the r = ``directions``
+   leading ones). The conditional depends on z_x only through the weights s_k = |v_k^+ z_x|^2
+   (the phases of v_k^+ z_x are uniform under it and under Haar). The other N - r directions
+   form one block, rho = z - sum_{k<=r} v_k v_k^+ z, whose direction is kept: the map never
+   depends on a basis of a degenerate eigenspace (for N > 2d, M has N - 2d zero eigenvalues).
+2. Stick breaking from the top: t_k = R_k / R_{k-1}, R_k = 1 - s_1 - ... - s_k (R_0 = 1,
+   R_r = |rho|^2). Under the Haar measure on S^{2N-1} the t_k are independent Beta(N-k, 1)
+   (density (N-k) t^{N-k-1}). Each t_k goes through a rational-quadratic spline of [0, 1]
+   (Durkan et al., arXiv 1906.04032) whose parameters are a_k + R'_{k-1} b_k: a, b from a
+   convolutional network fed gauge- and U(N)-invariant features (the eigenvalues of M_x at
+   updated sites; |z_y^+ z_{y+mu+-nu}|^2 between frozen diagonal neighbours), R'_{k-1} the new
+   weight left for direction k (autoregressive: the exact conditional's tilt of t_k is
+   beta N R_{k-1} (l_k - ...)). Then z_x' = sum_k sqrt(s_k') v_k (v_k^+ z_x)/|v_k^+ z_x| +
+   sqrt(R_r'/R_r) rho.
+3. With ``projective``, z_x'' = G_x z_x' / |G_x z_x'|, G_x a product of rank-one updates of 1 from
+   the nearest neighbours' projectors with coefficients from the same network (projective.py):
+   it moves the phases that step 2 keeps.
 
-The log-det with respect to the Haar (Riemannian) measure is the sum of the splines' log
-slopes. The map commutes with global U(N) (z -> U z: M -> U M U^+, features unchanged) and with
-local U(1) phases, so q(z) is exactly invariant under both, as the target is. The prior is the
-Haar measure on every sphere. A coupling flow on spheres in the spirit of Rezende et al.,
-arXiv 2002.02428, with the conditional's own symmetry built in.
+Why t and not the Haar-uniform w = 1 - t^{N-k} (the first version): the target concentrates t_1
+at ~ (N-1)/(beta N (l_1 - l_2)), i.e. w_1 within t_1^{N-1} of 1 (1e-4 at N = 10, beta = 1.07),
+which a spline with bins of at least 1e-3 cannot reach; in t both Haar and target are spread.
+
+The log-det of step 2 with respect to the Haar (Riemannian) measure is
+sum_k [log f_k'(t_k) + (N-k-1)(log t_k' - log t_k)] (step 3's in projective.py). The map commutes with global U(N) (z -> U z:
+M -> U M U^+, features unchanged) and with local U(1) phases, so q(z) is exactly invariant under
+both, as the target is (up to the measure-zero set where l_r = l_{r+1}). The prior is the Haar
+measure on every sphere. A coupling flow on spheres in the spirit of Rezende et al., arXiv
+2002.02428, with the conditional's own symmetry built in.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
+from lattgen_flows import LatticeBijection, LatticeFlowModel
 from lattgen_flows.circular import MIN_BIN, MIN_DERIVATIVE, SLOPE_ONE
 from lattgen_flows.networks import ConvNet
 from normflows.utils.splines import rational_quadratic_spline
 
-from lattgen import Bijection, Composition, GenerativeModel, Lattice, LatticeError
+from lattgen import Composition, ConfigError, Lattice, LatticeError
 
-from .geometry import abs2, neighbour_projector_sum, overlap, shift
+from .features import invariant_features, neighbour_offsets
+from .geometry import abs2
+from .projective import n_coefficients, projective_map, rank_one_factors
 
 
 def sphere_log_volume(n_comp: int) -> float:
@@ -48,90 +65,155 @@ def haar_vectors(n: int, shape: Sequence[int], n_comp: int, *, generator=None, d
     return z / torch.linalg.vector_norm(z, dim=-1, keepdim=True)
 
 
-def simplex_to_cube(s: torch.Tensor) -> torch.Tensor:
-    """Stick breaking then CDFs: (..., N) on the simplex -> (..., N-1) in [0, 1], Haar -> uniform.
-
-    w_k = 1 - (1 - u_k)^{N-k} with 1 - u_k = R_k / R_{k-1}, R_k = s_{k+1} + ... + s_N (tail sums of
-    positive numbers: no cancellation), evaluated as -expm1((N-k) log(R_k / R_{k-1})).
-    """
-    n_comp = s.shape[-1]
-    tails = torch.flip(torch.cumsum(torch.flip(s, [-1]), -1), [-1])  # R_0 .. R_{N-1}
-    log_r = torch.log(tails.clamp_min(torch.finfo(s.dtype).tiny))
-    powers = torch.arange(n_comp - 1, 0, -1, device=s.device, dtype=s.dtype)  # N-k
-    return (-torch.expm1(powers * (log_r[..., 1:] - log_r[..., :-1]))).clamp(0.0, 1.0)
-
-
-def cube_to_simplex(w: torch.Tensor) -> torch.Tensor:
-    """The inverse of ``simplex_to_cube``: (..., N-1) in [0, 1] -> (..., N) on the simplex."""
-    n_comp = w.shape[-1] + 1
-    powers = torch.arange(n_comp - 1, 0, -1, device=w.device, dtype=w.dtype)
-    log_keep = torch.log1p(-w.clamp(0.0, 1.0)) / powers  # log(1 - u_k)
-    log_tails = torch.cumsum(log_keep, -1)  # log R_k, k = 1..N-1 (R_0 = 1)
-    tails = torch.exp(torch.cat([torch.zeros_like(log_tails[..., :1]), log_tails], -1))
-    parts = tails[..., :-1] * (-torch.expm1(log_keep))  # s_k = R_{k-1} u_k
-    return torch.cat([parts, tails[..., -1:]], -1)
-
-
-def interval_spline(w, raw, bins: int, inverse: bool):
+def interval_spline(t, raw, bins: int, inverse: bool):
     """RQ spline of [0, 1] per element with raw parameters (..., 3K + 1); zeros give the identity."""
     widths, heights, slopes = raw[..., :bins], raw[..., bins:2 * bins], raw[..., 2 * bins:] + SLOPE_ONE
-    return rational_quadratic_spline(w.clamp(0.0, 1.0), widths, heights, slopes, inverse=inverse, left=0.0,
+    return rational_quadratic_spline(t.clamp(0.0, 1.0), widths, heights, slopes, inverse=inverse, left=0.0,
                                      right=1.0, bottom=0.0, top=1.0, min_bin_width=MIN_BIN,
                                      min_bin_height=MIN_BIN, min_derivative=MIN_DERIVATIVE)
 
 
-class EigenbasisCoupling(Bijection):
-    """Transforms |v_k^+ z_x|^2 (eigenbasis of the neighbours' projectors) at one checkerboard colour."""
+def shell_offsets(ndim: int, shell: int) -> list[tuple[int, ...]]:
+    """Lattice vectors of L1 norm ``shell`` (odd: sites of the other checkerboard colour), sorted."""
+    rng = range(-shell, shell + 1)
+    return sorted(o for o in itertools.product(rng, repeat=ndim) if sum(abs(c) for c in o) == shell)
+
+
+def distinct_offsets(offsets, shape) -> list[tuple[tuple[int, ...], int]]:
+    """The offsets reduced mod the lattice extents, each once with its multiplicity (on a small
+    lattice x + a and x + b can be one site: its projector then enters M_x with that weight)."""
+    counts: dict[tuple[int, ...], int] = {}
+    for o in offsets:
+        key = tuple(c % n for c, n in zip(o, shape))
+        counts[key] = counts.get(key, 0) + 1
+    return sorted(counts.items())
+
+
+def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, offsets, r: int, n_eig: int):
+    """Eigenvalues (batch, S, n_eig; descending, zero-padded) of M_x = sum_a m_a P_{x+a} / sum_a m_a and its
+    leading eigenvectors (batch, S, N, r') at the S sites of ``mask``, r' = min(r, number of distinct
+    sites), in float64 whatever z's precision (the float32 backward pass of eigh, 1/(l_i - l_j) for
+    nearly degenerate eigenvalues, gave NaN).
+
+    ``offsets``: (offset, multiplicity) pairs from ``distinct_offsets``. With m distinct sites
+    Y = (sqrt(m_a) z_{x+a}) and M = Y Y^+ / sum m_a: for N <= m from M itself; for N > m from the
+    m x m Gram matrix G = Y^+ Y, which has the same non-zero eigenvalues, with v = Y a / sqrt(l)
+    (G a = l a), so the N - m exact zeros of M (whose 1/(l_i - l_j) would poison the backward
+    pass, and whose eigenvectors are an arbitrary basis) never appear.
+    """
+    n_comp, ndim = z.shape[-1], z.dim() - 2
+    total = float(sum(m for _, m in offsets))
+    cols = [torch.roll(z, shifts=[-c for c in o], dims=list(range(1, ndim + 1)))[:, mask] * math.sqrt(m / total)
+            for o, m in offsets]
+    y = torch.stack(cols, dim=-1).to(torch.complex128)  # (batch, S, N, m)
+    m_sites = y.shape[-1]
+    r = min(r, m_sites)
+    if n_comp <= m_sites:
+        evals, vecs = torch.linalg.eigh(y @ y.conj().transpose(-1, -2))
+        evals, vecs = evals.flip(-1), vecs.flip(-1)[..., :r]
+    else:
+        evals, a = torch.linalg.eigh(y.conj().transpose(-1, -2) @ y)
+        evals, a = evals.flip(-1), a.flip(-1)[..., :r]
+        vecs = (y @ a) / torch.sqrt(evals[..., :r].clamp_min(torch.finfo(torch.float64).tiny)).unsqueeze(-2)
+    if evals.shape[-1] < n_eig:
+        evals = torch.cat([evals, evals.new_zeros((*evals.shape[:-1], n_eig - evals.shape[-1]))], -1)
+    return evals[..., :n_eig], vecs
+
+
+class EigenbasisCoupling(LatticeBijection):
+    """Splines of the stick-breaking ratios of |v_k^+ z_x|^2 (leading eigen-directions of the neighbours'
+    projectors) at one checkerboard colour."""
 
     def __init__(self, lattice: Lattice, n_comp: int, parity: int = 0, hidden: Sequence[int] = (32, 32),
-                 kernel_size: int = 3, bins: int = 8):
-        super().__init__()
-        if not lattice.bipartite:
-            raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
+                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, shell: int = 1,
+                 projective: bool = False):
+        super().__init__(lattice)
+        if shell < 1 or shell % 2 == 0:
+            raise ConfigError(f"model.stencils: a shell must be an odd L1 distance >= 1 (sites of the other "
+                              f"colour), got {shell}")
         self.ndim = lattice.ndim
+        self.shell = int(shell)
         self.n_comp = int(n_comp)
         self.parity = int(parity)
         self.bins = int(bins)
+        self.n_eig = min(self.n_comp, 2 * self.ndim)  # eigenvalues of M_x that can be non-zero
+        r_max = min(self.n_comp - 1, 2 * self.ndim)
+        self.r = r_max if directions is None else min(int(directions), r_max)
         self.n_diag = self.ndim * (self.ndim - 1)  # frozen-frozen diagonal pairs per site
-        out = (self.n_comp - 1) * (3 * self.bins + 1)
-        self.net = ConvNet(self.ndim, self.n_comp + self.n_diag, out, hidden, kernel_size, "tanh")
-        self.register_buffer("mask", lattice.checkerboard(parity, dtype=torch.bool), persistent=False)
+        self.n_par = 3 * self.bins + 1
+        self.projective = bool(projective)
+        self.n_spline = (2 * self.r - 1) * self.n_par  # a_1..a_r, b_2..b_r
+        self.nn_offsets = neighbour_offsets(self.ndim)
+        out = self.n_spline + (n_coefficients(len(self.nn_offsets)) if self.projective else 0)
+        self.net = ConvNet(self.ndim, self.n_eig + self.n_diag, out, hidden, kernel_size, "tanh")
+        self.build_buffers(lattice, torch.device("cpu"), torch.float64)
+        powers = torch.arange(self.n_comp - 2, self.n_comp - 2 - self.r, -1, dtype=torch.float64)  # N-k-1
+        self.register_buffer("powers", powers, persistent=False)
 
-    def _rebuild_mask(self, lattice: Lattice) -> None:
-        self.mask = lattice.checkerboard(self.parity, device=self.mask.device, dtype=torch.bool)
+    def build_buffers(self, lattice: Lattice, device: torch.device, dtype: torch.dtype) -> None:
+        if not lattice.bipartite:
+            raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
+        self.offsets = distinct_offsets(shell_offsets(self.ndim, self.shell), lattice.shape)
+        self.register_buffer("mask", lattice.checkerboard(self.parity, device=device, dtype=torch.bool),
+                             persistent=False)
 
-    def _features_and_basis(self, z: torch.Tensor):
-        """(spline parameters (batch, V/2, N-1, 3K+1), eigenvectors (batch, V/2, N, N)) at the updated sites."""
-        lat_dims = tuple(range(1, self.ndim + 1))
-        m = neighbour_projector_sum(z, self.ndim)[:, self.mask]  # only the updated colour's sites
-        evals, vecs = torch.linalg.eigh(m)
-        eig_map = torch.zeros((*z.shape[:-1], self.n_comp), dtype=evals.dtype, device=evals.device)
-        eig_map[:, self.mask] = evals / (2 * self.ndim)
-        feats = [eig_map]
-        frozen = (~self.mask).to(evals.dtype)
-        for mu in range(self.ndim):
-            for nu in range(mu + 1, self.ndim):
-                for sign in (1, -1):
-                    other = shift(shift(z, mu), nu, sign)
-                    feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1))
-        x = torch.cat(feats, dim=-1).permute(0, self.ndim + 1, *lat_dims)  # (batch, C, *lattice)
-        raw = self.net(x).permute(0, *[d + 1 for d in lat_dims], 1)[:, self.mask]
-        return raw.reshape(*raw.shape[:-1], self.n_comp - 1, 3 * self.bins + 1), vecs
+    def _features(self, z: torch.Tensor, evals: torch.Tensor):
+        """Spline parameters a (batch, S, r, 3K+1) and b (batch, S, r-1, 3K+1) at the updated sites."""
+        raw = invariant_features(self.net, z, self.mask, evals)
+        spline = raw[..., :self.n_spline].reshape(*raw.shape[:-1], 2 * self.r - 1, self.n_par)
+        return spline[..., :self.r, :], spline[..., self.r:, :], raw[..., self.n_spline:]
 
     def _transform(self, z: torch.Tensor, inverse: bool):
-        raw, vecs = self._features_and_basis(z)
-        zc = z[:, self.mask]  # (batch, V/2, N)
-        c = (vecs.conj().transpose(-1, -2) @ zc.unsqueeze(-1)).squeeze(-1)
+        evals, vecs = leading_eigenpairs(z, self.mask, self.offsets, self.r, self.n_eig)
+        r = vecs.shape[-1]  # self.r, or fewer where the stencil has fewer distinct sites (tiny lattices)
+        a, b, coeffs = self._features(z, evals)
+        a, b = a[..., :r, :], b[..., :r - 1, :]
+        zc = z[:, self.mask].to(torch.complex128)  # (batch, S, N)
+        log_det_g = 0.0
+        if self.projective:  # z' = G spline(z) / |.|: the inverse undoes G first
+            dims = list(range(1, self.ndim + 1))
+            ys = [torch.roll(z, shifts=[-c for c in o], dims=dims)[:, self.mask].to(torch.complex128)
+                  for o in self.nn_offsets]
+            factors = rank_one_factors(ys, coeffs)
+            if inverse:
+                zc, log_det_g = projective_map(zc, factors, inverse=True)
+        c = (vecs.conj().transpose(-1, -2) @ zc.unsqueeze(-1)).squeeze(-1)  # (batch, S, r)
+        rho = zc - (vecs @ c.unsqueeze(-1)).squeeze(-1)
         s = abs2(c)
-        s = s / s.sum(-1, keepdim=True)
-        w_new, log_slope = interval_spline(simplex_to_cube(s), raw, self.bins, inverse)
-        s_new = cube_to_simplex(w_new)
+        s_rest = abs2(rho).sum(-1, keepdim=True)
+        norm = s.sum(-1, keepdim=True) + s_rest
+        s, s_rest = s / norm, s_rest / norm
+        tails = torch.flip(torch.cumsum(torch.flip(torch.cat([s, s_rest], -1), [-1]), -1), [-1])  # R_0..R_r
+        tiny = torch.finfo(torch.float64).tiny
+        log_r = torch.log(tails.clamp_min(tiny))
+        t = torch.exp(log_r[..., 1:] - log_r[..., :-1]).clamp(0.0, 1.0)  # t_k = R_k / R_{k-1}
+        if inverse:  # the input is the output of the forward map: its tails are R'
+            raw = torch.cat([a[..., :1, :], a[..., 1:, :] + tails[..., 1:r, None] * b], -2)
+            t_new, log_slope = interval_spline(t, raw, self.bins, inverse=True)
+            new_tails = torch.cat([torch.ones_like(s[..., :1]), torch.cumprod(t_new, -1)], -1)
+        else:
+            t_cols, slopes, r_prev = [], [], torch.ones_like(s[..., 0])
+            for k in range(r):
+                raw_k = a[..., k, :] if k == 0 else a[..., k, :] + r_prev.unsqueeze(-1) * b[..., k - 1, :]
+                t_k, ls_k = interval_spline(t[..., k], raw_k, self.bins, inverse=False)
+                r_prev = r_prev * t_k
+                t_cols.append(t_k)
+                slopes.append(ls_k)
+            t_new, log_slope = torch.stack(t_cols, -1), torch.stack(slopes, -1)
+            new_tails = torch.cat([torch.ones_like(s[..., :1]), torch.cumprod(t_new, -1)], -1)
+        log_det = log_slope + self.powers[:r] * (torch.log(t_new.clamp_min(tiny)) - torch.log(t.clamp_min(tiny)))
+        s_new = new_tails[..., :-1] * (1.0 - t_new)
         modulus = torch.sqrt(s)
-        unit = torch.where(modulus > 0, c / modulus.clamp_min(torch.finfo(s.dtype).tiny), torch.ones_like(c))
-        z_new = (vecs @ (unit * torch.sqrt(s_new)).unsqueeze(-1)).squeeze(-1)
+        unit = torch.where(modulus > 0, c / modulus.clamp_min(tiny), torch.ones_like(c))
+        rest_scale = torch.sqrt(new_tails[..., -1:] / tails[..., -1:].clamp_min(tiny))
+        z_new = (vecs @ (unit * torch.sqrt(s_new)).unsqueeze(-1)).squeeze(-1) + rest_scale * rho
+        z_new = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
+        if self.projective and not inverse:
+            z_new, log_det_g = projective_map(z_new, factors, inverse=False)
         out = z.clone()
-        out[:, self.mask] = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
-        return out, log_slope.sum(dim=(1, 2))
+        out[:, self.mask] = z_new.to(z.dtype)
+        log_det_g = log_det_g.sum(-1) if self.projective else 0.0
+        return out, log_det.sum(dim=(1, 2)).to(torch.float64) + log_det_g
 
     def forward_and_log_det(self, z):
         return self._transform(z, inverse=False)
@@ -140,34 +222,41 @@ class EigenbasisCoupling(Bijection):
         return self._transform(phi, inverse=True)
 
 
-class CPNFlowModel(GenerativeModel):
-    """Haar prior on every sphere pushed through eigenbasis couplings; q relative to the Haar (Riemannian) measure."""
+class CPNFlowModel(LatticeFlowModel):
+    """Haar prior on every sphere pushed through eigenbasis couplings; q relative to the Haar (Riemannian)
+    measure; path gradients and ``relattice`` as every lattice flow (``LatticeFlowModel``)."""
 
     def __init__(self, lattice: Lattice, n_comp: int, n_layers: int = 8, hidden: Sequence[int] = (32, 32),
-                 kernel_size: int = 3, bins: int = 8):
-        super().__init__(lattice)
+                 kernel_size: int = 3, bins: int = 8, directions: int | None = None, path_gradient: bool = False,
+                 stencils: Sequence[int] = (1, 3), projective: bool = True):
+        shells = list(stencils) or [1]
+        layers = []
+        for i in range(n_layers):
+            layers.append(EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden, kernel_size=kernel_size,
+                                             bins=bins, directions=directions, shell=shells[(i // 2) % len(shells)],
+                                             projective=projective))
+        flow = Composition(layers)
+        super().__init__(lattice, flow, path_gradient)
         self.n_comp = int(n_comp)
-        self.flow = Composition([EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden,
-                                                    kernel_size=kernel_size, bins=bins) for i in range(n_layers)])
         self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
 
     @property
     def complex_dtype(self) -> torch.dtype:
         return torch.complex64 if self.dtype == torch.float32 else torch.complex128
 
-    def relattice(self, lattice: Lattice) -> None:
+    def relattice(self, lattice: Lattice) -> CPNFlowModel:
         """The same weights on another lattice (masks rebuilt)."""
-        self.lattice = lattice
+        super().relattice(lattice)
         self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
-        for layer in self.flow.layers:
-            layer._rebuild_mask(lattice)
+        return self
 
-    def sample(self, n, generator=None):
-        z = haar_vectors(n, self.lattice.shape, self.n_comp, generator=generator, device=self.device,
-                         dtype=self.complex_dtype)
-        phi, log_det = self.flow.forward_and_log_det(z)
-        return phi, -self.log_volume - log_det
+    def sample_latent(self, n, generator=None):
+        return haar_vectors(n, self.lattice.shape, self.n_comp, generator=generator, device=self.device,
+                            dtype=self.complex_dtype)
+
+    def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log of the Haar density relative to the Riemannian volume: -V log Vol(S^{2N-1})."""
+        return torch.full((z.shape[0],), -self.log_volume, dtype=torch.float64, device=z.device)
 
     def log_prob(self, phi):
-        _z, log_det = self.flow.inverse_and_log_det(phi.to(self.complex_dtype))
-        return -self.log_volume + log_det
+        return super().log_prob(phi.to(self.complex_dtype))

@@ -124,6 +124,17 @@ FLOW_PARAMS = (
     Param("hidden", "list[int]", [32, 32], "hidden channels of the conditioner networks", min=1),
     Param("kernel_size", "int", 3, "odd convolution kernel size", min=1),
     Param("bins", "int", 8, "spline bins K per simplex coordinate", min=2),
+    Param("directions", "int", None, "leading eigen-directions of the neighbours' field whose weights are "
+          "transformed, the rest kept as one block (default: all that can matter, min(N-1, 2d))", min=1,
+          nullable=True),
+    Param("stencils", "list[int]", [1, 3], "L1 distances (odd) of the other colour's sites whose projectors make "
+          "the field M_x of a layer's eigenbasis, cycled every two layers: [1] the nearest neighbours, [1, 3] "
+          "alternately the shell at distance 3", min=1),
+    Param("projective", "bool", True, "every coupling ends with z -> G z/|G z|, G a product of rank-one "
+          "updates from the neighbours' projectors with coefficients from the same network (moves the phases; "
+          "projective.py)"),
+    Param("path_gradient", "bool", False, "sample()'s log q carries the path gradient only (lower-variance "
+          "reverse KL, one extra inverse pass per step)"),
 )
 
 

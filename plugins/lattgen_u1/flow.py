@@ -18,7 +18,7 @@ import math
 import torch
 from lattgen_flows import ConvNet, LatticeBijection, LatticeFlowModel, circular_rq_spline
 
-from lattgen import Bijection, Composition, Lattice, LatticeError, wrap_angle
+from lattgen import Bijection, Composition, ConfigError, Lattice, LatticeError, wrap_angle
 
 from .action import plaquette_angles, shift
 from .masks import PATTERN, check_tiles, coupling_masks
@@ -125,8 +125,12 @@ def make_u1_tree(action, kappa: float | None = None, n_layers: int = 0, hidden=(
     """The dual-tree plaquette layer (von Mises kappa, default the action's beta) on a uniform prior,
     then ``n_layers`` gauge-equivariant couplings (0: none; they need extents that are multiples of 4)."""
     from .plaquette_tree import PlaquetteTree
+    from .von_mises_map import KAPPA_MAX
 
     lattice = action.lattice
+    if kappa is None and not action.beta < KAPPA_MAX:
+        raise ConfigError(f"model.kappa: u1_tree starts kappa at beta = {action.beta:g}, beyond its range "
+                          f"(0, {KAPPA_MAX:g}); set model.kappa below {KAPPA_MAX:g}")
     if n_layers:
         check_tiles(lattice, "model u1_tree with n_layers > 0")
     layers = [PlaquetteTree(lattice, action.beta if kappa is None else kappa)]
