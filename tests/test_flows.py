@@ -254,3 +254,15 @@ def test_path_gradient_vanishes_at_the_exact_model():
         (log_q + action(phi)).mean().backward()
         norms[path] = float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())
     assert norms[True] < 1e-10 < 1e-3 < norms[False]
+
+
+def test_a_zero_mode_model_is_fully_convolutional_but_not_tiling_equivariant():
+    """The zero-mode spline sees sum_x z_x / sqrt(V): its weights act at any L (fully
+    convolutional), but a tiled input does not give the tiled output, and the model says so."""
+    reg = get_registry()
+    action = reg.get("action", "phi4").build(Lattice([4, 4]), params={"beta": 0.6, "lam": 0.5})
+    with_zero = reg.get("model", "conditional_equivariant").build(action, params={"hidden": [4], "n_layers": 2})
+    without = reg.get("model", "conditional_equivariant").build(
+        action, params={"hidden": [4], "n_layers": 2, "zero_mode": False})
+    assert with_zero.fully_convolutional and not with_zero.tiling_equivariant
+    assert without.fully_convolutional and without.tiling_equivariant

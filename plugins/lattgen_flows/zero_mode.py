@@ -30,6 +30,9 @@ class ZeroModeSpline(LatticeBijection):
     """z' = z + (f(u) - u)/sqrt(V0) with u = sqrt(V0) mean_x z_x, f an odd RQ spline on [-B, B]."""
 
     z2_equivariant = True
+    #: u = sum_x z_x / sqrt(V) grows by sqrt(V'/V) on a tiled field: the same weights act at any L,
+    #: but tiling does not commute with the map
+    tiling_equivariant = False
 
     def __init__(self, lattice: Lattice, context=None, bins: int = 8, tail_bound: float = 4.0, hidden: int = 16):
         super().__init__(lattice)
