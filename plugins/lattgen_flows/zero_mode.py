@@ -29,10 +29,7 @@ from .spline import check_spline_params, odd_rq_spline
 class ZeroModeSpline(LatticeBijection):
     """z' = z + (f(u) - u)/sqrt(V0) with u = sqrt(V0) mean_x z_x, f an odd RQ spline on [-B, B]."""
 
-    z2_equivariant = True
-    #: u = sum_x z_x / sqrt(V) grows by sqrt(V'/V) on a tiled field: the same weights act at any L,
-    #: but tiling does not commute with the map
-    tiling_equivariant = False
+    z2_equivariant = True  # and tiling-equivariant: u and the shift per site see V0, not V
 
     def __init__(self, lattice: Lattice, context=None, bins: int = 8, tail_bound: float = 4.0, hidden: int = 16):
         super().__init__(lattice)
