@@ -198,3 +198,11 @@ def test_other_configurations_are_exact(params):
     assert torch.allclose(z_back, z, rtol=0, atol=1e-9) and torch.allclose(ld_inv, -ld, atol=1e-9)
     ref = chart_log_det(model.flow.forward_and_log_det, z[0])
     assert math.isclose(float(ref), float(ld[0].detach()), rel_tol=1e-8, abs_tol=1e-8)
+
+
+def test_even_stencil_is_a_config_error():
+    """An even L1 distance would put same-colour (updated) sites into M_x and break the coupling structure."""
+    from lattgen import ConfigError
+
+    with pytest.raises(ConfigError, match="model.stencils"):
+        REG.get("model", "cpn_flow").build(cpn((4, 4), 3), params={"stencils": [1, 2]})
