@@ -25,6 +25,9 @@ class Bijection(nn.Module, abc.ABC):
     z2_equivariant: bool = False
     #: holds no lattice-shaped tensors, so the same weights act on any lattice size
     fully_convolutional: bool = True
+    #: commutes with periodic extension (a tiled input gives the tiled output); False for a layer
+    #: that acts on a global quantity normalised by the volume (a zero-mode spline)
+    tiling_equivariant: bool = True
 
     @abc.abstractmethod
     def forward_and_log_det(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +56,10 @@ class Composition(Bijection):
     def fully_convolutional(self) -> bool:  # type: ignore[override]
         return all(layer.fully_convolutional for layer in self.layers)
 
+    @property
+    def tiling_equivariant(self) -> bool:  # type: ignore[override]
+        return all(layer.tiling_equivariant for layer in self.layers)
+
     def forward_and_log_det(self, z):
         log_det = torch.zeros(z.shape[0], dtype=z.real.dtype, device=z.device)  # real for complex fields
         for layer in self.layers:
@@ -80,6 +87,8 @@ class GenerativeModel(nn.Module, abc.ABC):
     z2_equivariant: bool = False
     #: holds no lattice-shaped tensors, so its state_dict loads at any lattice size
     fully_convolutional: bool = True
+    #: its map commutes with periodic extension of the lattice (see Bijection)
+    tiling_equivariant: bool = True
 
     def __init__(self, lattice: Lattice):
         super().__init__()
@@ -137,6 +146,10 @@ class FlowModel(GenerativeModel):
     @property
     def fully_convolutional(self) -> bool:  # type: ignore[override]
         return self.flow.fully_convolutional
+
+    @property
+    def tiling_equivariant(self) -> bool:  # type: ignore[override]
+        return self.flow.tiling_equivariant
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(

@@ -85,6 +85,9 @@ class Param:
     #: a continuous coupling of an action (its min/max are the valid domain): a conditional model
     #: may be trained over a range of it and ``lattgen scan`` may vary it (docs/scan.md)
     coupling: bool = False
+    #: the value a run directory's recorded config is read with when it lacks this key: it was
+    #: trained before the parameter existed (None: no such value; the default applies)
+    legacy: Any = None
 
     def __post_init__(self):
         if self.type not in TYPES:

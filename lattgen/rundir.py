@@ -237,6 +237,21 @@ def _stage_record(directory: str, action: Mapping[str, Any], result: TrainResult
             "steps": result.step, "elapsed_s": result.elapsed_s, "metrics": result.metrics}
 
 
+def with_legacy_values(raw: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    """A recorded config with the model's ``legacy`` values filled in where it lacks the key: the
+    run directory was trained before that parameter existed (its resolved config lists every
+    parameter of its time), so it is read as the model it was, not with today's default."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return raw
+    try:
+        spec = registry.get("model", model["name"])
+    except LattgenError:
+        return raw  # resolve_config says what is wrong
+    missing = {p.name: p.legacy for p in spec.params if p.legacy is not None and p.name not in model}
+    return dict(raw, model={**model, **missing}) if missing else raw
+
+
 def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple[dict[str, Any], Action, GenerativeModel]:
     """(resolved config, action, model with the trained weights) of a finished run directory.
 
@@ -264,7 +279,7 @@ def load_trained(run_dir: str | Path, registry: Registry | None = None) -> tuple
         raise RunDirError(f"{run_dir} has no trained model ({MODEL}); train it with "
                           f"`lattgen train {cfg_path} --out {run_dir}`")
     try:
-        config = resolve_config(load_toml(cfg_path), reg, require=("action", "model"))
+        config = resolve_config(with_legacy_values(load_toml(cfg_path), reg), reg, require=("action", "model"))
     except LattgenError as exc:
         raise RunDirError(f"{cfg_path}: {exc}") from None
     action = build_action(config["action"], reg)

@@ -194,7 +194,7 @@ def _plot_scale(result: Mapping[str, Any], out: Path, pyplot, save_figure) -> Pa
     ax2.set_xlabel(x_name)
     ax2.set_ylabel("Metropolis acceptance of the model's proposals")
     ax2.set_ylim(0, 1.02)
-    ax2.set_title("generative models: acceptance against xi (same training budget)")
+    ax2.set_title(f"generative models: acceptance against {x_name} (same training budget)")
     if not ax2.get_legend_handles_labels()[0]:
         ax2.text(0.5, 0.5, "no model entries", ha="center", va="center", transform=ax2.transAxes)
     for a in (ax, ax2):

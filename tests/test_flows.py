@@ -254,3 +254,25 @@ def test_path_gradient_vanishes_at_the_exact_model():
         (log_q + action(phi)).mean().backward()
         norms[path] = float(torch.cat([p.grad.flatten() for p in m.parameters()]).norm())
     assert norms[True] < 1e-10 < 1e-3 < norms[False]
+
+
+def test_a_zero_mode_model_moves_to_2L_and_commutes_with_tiling():
+    """The zero-mode spline sees sqrt(V0) mean_x z_x with V0 the trained volume (a buffer in the
+    state dict): its weights act at any L, and a tiled input gives the tiled output."""
+    reg = get_registry()
+    params = {"hidden": [4], "n_layers": 2}
+    action = reg.get("action", "phi4").build(Lattice([4, 4]), params={"beta": 0.6, "lam": 0.5})
+    model = reg.get("model", "conditional_equivariant").build(action, params=params).double()
+    with torch.no_grad():  # non-trivial weights (the zero-mode spline starts as the identity)
+        g = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    assert model.fully_convolutional and model.tiling_equivariant
+    big_action = reg.get("action", "phi4").build(Lattice([8, 8]), params={"beta": 0.6, "lam": 0.5})
+    big = reg.get("model", "conditional_equivariant").build(big_action, params=params).double()
+    big.load_state_dict(model.state_dict(), strict=True)
+    z = torch.randn((2, 4, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        small = model.flow.forward_and_log_det(z)[0]
+        tiled = big.flow.forward_and_log_det(z.repeat(1, 2, 2))[0]
+    assert torch.allclose(tiled, small.repeat(1, 2, 2), rtol=1e-10, atol=1e-10 * float(small.abs().max()))

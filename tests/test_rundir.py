@@ -162,3 +162,28 @@ def test_a_failed_resume_keeps_the_recorded_config(tmp_path, registry):
     assert load_trained(out, registry)[0]["train"]["max_steps"] == 6
     res = train_run(config(registry, max_steps=9), out, registry=registry)
     assert res.step == 9 and load_trained(out, registry)[0]["train"]["max_steps"] == 9
+
+
+def test_a_run_directory_from_before_a_parameter_existed_loads_as_it_was(tmp_path):
+    """A recorded config lacking a parameter that has a ``legacy`` value (here the conditional
+    model's zero_mode and condition_gaussian, added later with default true) is read with that
+    value, so a directory trained before them still loads; a current one records them."""
+    from lattgen.config import load_toml, write_toml
+    from lattgen.registry import get_registry
+
+    reg = get_registry()
+    old = {"name": "conditional_equivariant", "hidden": [4], "n_layers": 2, "zero_mode": False,
+           "condition_gaussian": False, "couplings": {"beta": [0.4, 0.5]}}
+    cfg = resolve_config({"action": {"name": "phi4", "lattice": [4, 4], "beta": 0.45, "lam": 0.5},
+                          "model": old, "train": {"max_steps": 2, "batch_size": 8}}, reg,
+                         require=("action", "model", "train"))
+    train_run(cfg, tmp_path / "run", registry=reg)
+    recorded = load_toml(tmp_path / "run" / "config.toml")
+    assert recorded["model"]["zero_mode"] is False  # today's directories record the key
+    for key in ("zero_mode", "condition_gaussian"):  # as written before the options existed
+        del recorded["model"][key]
+    write_toml(recorded, tmp_path / "run" / "config.toml")
+    config, _, model = load_trained(tmp_path / "run", reg)
+    assert config["model"]["zero_mode"] is False and config["model"]["condition_gaussian"] is False
+    trained = torch.load(tmp_path / "run" / MODEL, weights_only=True)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())

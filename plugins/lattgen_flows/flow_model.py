@@ -48,6 +48,11 @@ class LatticeFlowModel(FlowModel):
         """Every layer's weights (nested ones included) are independent of the lattice size."""
         return all(m.fully_convolutional for m in self.flow.modules() if isinstance(m, Bijection))
 
+    @property
+    def tiling_equivariant(self) -> bool:  # type: ignore[override]
+        """Every layer (nested ones included) commutes with periodic extension."""
+        return all(m.tiling_equivariant for m in self.flow.modules() if isinstance(m, Bijection))
+
     def relattice(self, lattice: Lattice) -> LatticeFlowModel:
         """Rebuild every layer's masks/momenta for ``lattice`` (same weights, device and dtype)."""
         if lattice != self.lattice and not self.fully_convolutional:

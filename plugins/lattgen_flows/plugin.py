@@ -188,12 +188,12 @@ def make_conditional_multigrid(action, **params):
 CONDITION_GAUSSIAN = Param("condition_gaussian", "bool", True,
                            "make every Gaussian (free-field / prolongation) layer's kinetic form a function "
                            "of the couplings (KineticModulation); false: one spectrum for the whole range "
-                           "(the form of run directories trained before this option)")
+                           "(a run directory trained before this option is read with false)", legacy=False)
 
 ZERO_MODE = Param("zero_mode", "bool", True,
                   "an odd spline of the latent zero mode conditioned on the couplings (ZeroModeSpline; at "
-                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase (run "
-                  "directories trained before this option need false)")
+                  "the coarsest level for multigrid): a bimodal magnetisation for the broken phase (a run "
+                  "directory trained before this option is read with false)", legacy=False)
 
 TILT = Param("couplings_tilt", "table", None,
              "tilt of the training draw, {name = t} with t in [-1, 1]: density 1 + t (2u - 1) over the "
@@ -251,7 +251,7 @@ def lattgen_register_models(register):
         Param("path_gradient", "bool", True, PATH_GRADIENT.doc), CONDITION_GAUSSIAN, ZERO_MODE, TILT,
     ), compare=False)
     register("conditional_multigrid", make_conditional_multigrid, params=(
-        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE, TILT, TILT,
+        COUPLINGS, *MULTIGRID_PARAMS, CONDITION_GAUSSIAN, ZERO_MODE, TILT,
     ), compare=False)
     register("gaussian", make_gaussian_model, params=(
         SPECTRUM,

@@ -2,20 +2,20 @@
 
 In the broken phase of a Z2-symmetric theory the distribution of m = (1/V) sum_x phi_x has two
 peaks at +-m*, which a Gaussian prior pushed through local couplings reaches only slowly. This
-layer acts on the zero mode of its input alone: with u = V^{-1/2} sum_x z_x (a standard normal
-under the prior) and f an odd monotone RQ spline,
+layer acts on the zero mode of its input alone: with u = sqrt(V0) zbar, zbar = (1/V) sum_x z_x
+(V0 the volume the layer was built for: u is a standard normal under the prior there) and f an
+odd monotone RQ spline,
 
-    z'_x = z_x + (f(u) - u) / sqrt(V),    log|det dz'/dz| = log f'(u),
+    z'_x = z_x + (f(u) - u) / sqrt(V0),    log|det dz'/dz| = log f'(u),
 
-since u is the coordinate along the unit vector 1/sqrt(V) and the orthogonal complement is left
-alone. f odd keeps the flow exactly Z2 equivariant. With a ``CouplingContext`` f's parameters
+since u is sqrt(V0/V) times the coordinate along the unit vector 1/sqrt(V), and the orthogonal
+complement is left alone. V0 is a persistent buffer, so on a periodically extended lattice (a
+model trained at L run at 2L) the map commutes with the tiling. f odd keeps the flow exactly Z2 equivariant. With a ``CouplingContext`` f's parameters
 are a small net of the couplings (zero at start: f = identity), so the two peaks can open as
 the couplings cross into the broken phase.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -27,9 +27,9 @@ from .spline import check_spline_params, odd_rq_spline
 
 
 class ZeroModeSpline(LatticeBijection):
-    """z' = z + (f(u) - u)/sqrt(V) with u = sum_x z_x / sqrt(V), f an odd RQ spline on [-B, B]."""
+    """z' = z + (f(u) - u)/sqrt(V0) with u = sqrt(V0) mean_x z_x, f an odd RQ spline on [-B, B]."""
 
-    z2_equivariant = True
+    z2_equivariant = True  # and tiling-equivariant: u and the shift per site see V0, not V
 
     def __init__(self, lattice: Lattice, context=None, bins: int = 8, tail_bound: float = 4.0, hidden: int = 16):
         super().__init__(lattice)
@@ -37,6 +37,7 @@ class ZeroModeSpline(LatticeBijection):
         self.bins = bins
         self.tail_bound = float(tail_bound)
         self.context = context
+        self.register_buffer("reference_volume", torch.tensor(float(lattice.volume), dtype=torch.float64))
         if context is None:
             self.raw = nn.Parameter(torch.zeros(3 * bins))
         else:
@@ -54,8 +55,8 @@ class ZeroModeSpline(LatticeBijection):
 
     def _map(self, x: torch.Tensor, inverse: bool):
         self.check_input(x)
-        root_v = math.sqrt(self.lattice.volume)
-        u = x.flatten(1).sum(1) / root_v
+        root_v = torch.sqrt(self.reference_volume).to(x.dtype)
+        u = x.flatten(1).mean(1) * root_v
         p = self._params(x)
         k = self.bins
         v, log_jac = odd_rq_spline(u, p[:, :k], p[:, k:2 * k], p[:, 2 * k:], inverse, self.tail_bound)
