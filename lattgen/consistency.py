@@ -51,19 +51,18 @@ def consistency(entries: Sequence[Mapping[str, Any]], sigma: float,
             if isinstance(v, (int, float)) and isinstance(s, (int, float)) and s > 0 and math.isfinite(v):
                 vals[e["label"]] = (v, s)
         known = (exact or {}).get(name)
+        exact_value = isinstance(known, (int, float)) and math.isfinite(known)
         for label, (v, s) in vals.items():
-            if isinstance(known, (int, float)) and math.isfinite(known):
-                others = [(float(known), 0.0)]
-            elif reference:
-                # a lone reference sampler defines the reference: nothing exact to test it against
-                others = [vals[k] for k in vals if k in reference and k != label]
+            if exact_value:
+                pool, pool_err = float(known), 0.0
             else:
-                others = [vals[k] for k in vals if k != label]
-            if not others:
-                continue
-            if others[0][1] == 0.0:  # the exact value
-                pool, pool_err = others[0][0], 0.0
-            else:
+                if reference:
+                    # a lone reference sampler defines the reference: nothing exact to test it against
+                    others = [vals[k] for k in vals if k in reference and k != label]
+                else:
+                    others = [vals[k] for k in vals if k != label]
+                if not others:
+                    continue
                 w = np.array([1 / sx**2 for _, sx in others])
                 pool = float(np.sum(w * np.array([x for x, _ in others])) / w.sum())
                 pool_err = float(1 / math.sqrt(w.sum()))

@@ -149,6 +149,10 @@ def test_trained_tree_flow_with_imh_reproduces_the_exact_results(tmp_path, beta)
 
 
 def test_bad_input():
+    from lattgen_u1.plugin import KAPPA_BOUNDS
+    from lattgen_u1.von_mises_map import KAPPA_MAX
+
+    assert KAPPA_BOUNDS["max"] == KAPPA_MAX  # the registered bound is the map's
     reg = get_registry()
     action = reg.get("action", "u1").build(Lattice((6, 6)), params={"beta": 2.0})
     for bad in (0.0, -1.0, 200.0, float("nan")):

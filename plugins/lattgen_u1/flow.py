@@ -112,11 +112,16 @@ def make_u1_equivariant(action, n_layers: int = 24, hidden=(16, 16), kernel_size
                         activation: str = "tanh", bins: int = 8, rectangles: bool = True,
                         path_gradient: bool = False) -> U1FlowModel:
     """``n_layers`` couplings cycling through the 8 (mu, offset) masks, uniform prior."""
-    lattice = action.lattice
-    check_tiles(lattice, "model u1_equivariant")
-    layers = [PlaquetteCoupling(lattice, mu, off, hidden, kernel_size, activation, bins, rectangles)
-              for mu, off in (PATTERN[i % len(PATTERN)] for i in range(n_layers))]
-    return U1FlowModel(lattice, Composition(layers), path_gradient)
+    check_tiles(action.lattice, "model u1_equivariant")
+    layers = plaquette_couplings(action.lattice, n_layers, hidden, kernel_size, activation, bins, rectangles)
+    return U1FlowModel(action.lattice, Composition(layers), path_gradient)
+
+
+def plaquette_couplings(lattice: Lattice, n_layers: int, hidden, kernel_size: int, activation: str, bins: int,
+                        rectangles: bool) -> list[PlaquetteCoupling]:
+    """``n_layers`` couplings cycling through the 8 (mu, offset) masks of ``PATTERN``."""
+    return [PlaquetteCoupling(lattice, mu, off, hidden, kernel_size, activation, bins, rectangles)
+            for mu, off in (PATTERN[i % len(PATTERN)] for i in range(n_layers))]
 
 
 def make_u1_tree(action, kappa: float | None = None, n_layers: int = 0, hidden=(16, 16), kernel_size: int = 3,
@@ -133,7 +138,6 @@ def make_u1_tree(action, kappa: float | None = None, n_layers: int = 0, hidden=(
                           f"(0, {KAPPA_MAX:g}); set model.kappa below {KAPPA_MAX:g}")
     if n_layers:
         check_tiles(lattice, "model u1_tree with n_layers > 0")
-    layers = [PlaquetteTree(lattice, action.beta if kappa is None else kappa)]
-    layers += [PlaquetteCoupling(lattice, mu, off, hidden, kernel_size, activation, bins, rectangles)
-               for mu, off in (PATTERN[i % len(PATTERN)] for i in range(n_layers))]
+    layers = [PlaquetteTree(lattice, action.beta if kappa is None else kappa),
+              *plaquette_couplings(lattice, n_layers, hidden, kernel_size, activation, bins, rectangles)]
     return U1FlowModel(lattice, Composition(layers), path_gradient)

@@ -78,6 +78,9 @@ def make_plaquette_tree(lattice, **params):
 
 KAPPA_DOC = ("von Mises concentration the non-root plaquettes are mapped to at the start (trained "
              "within [kappa/1.5, 1.5 kappa + 2])")
+#: kappa's bounds (von_mises_map.KAPPA_MAX, not imported here: that module loads scipy)
+KAPPA_BOUNDS = {"min": 0, "max": 200, "min_exclusive": True, "max_exclusive": True}
+PATH_GRADIENT = Param("path_gradient", "bool", False, "log q's gradient through the sample only (arXiv 2207.08219)")
 
 
 @hookimpl
@@ -88,7 +91,7 @@ def lattgen_register_layers(register):
         *LAYER_PARAMS,
     ), field="circle")
     register("u1_plaquette_tree", make_plaquette_tree, params=(
-        Param("kappa", "float", 1.0, KAPPA_DOC, min=0, max=200, min_exclusive=True, max_exclusive=True),
+        Param("kappa", "float", 1.0, KAPPA_DOC, **KAPPA_BOUNDS),
     ), field="circle")
 
 
@@ -112,14 +115,13 @@ def lattgen_register_models(register):
         Param("n_layers", "int", 24, "couplings, cycling through the 8 (mu, offset) masks (24: every "
               "link three times; the L = 8 benchmark's flow)", min=1),
         *LAYER_PARAMS,
-        Param("path_gradient", "bool", False, "log q's gradient through the sample only (arXiv 2207.08219)"),
+        PATH_GRADIENT,
     ), field="circle")
     register("u1_tree", make_u1_tree, params=(
-        Param("kappa", "float", None, KAPPA_DOC + "; default: the action's beta", min=0, max=200,
-              min_exclusive=True, max_exclusive=True, nullable=True),
+        Param("kappa", "float", None, KAPPA_DOC + "; default: the action's beta", nullable=True, **KAPPA_BOUNDS),
         Param("n_layers", "int", 0, "gauge-equivariant couplings after the tree layer (0: none)", min=0),
         *LAYER_PARAMS,
-        Param("path_gradient", "bool", False, "log q's gradient through the sample only (arXiv 2207.08219)"),
+        PATH_GRADIENT,
     ), field="circle")
 
 

@@ -58,15 +58,17 @@ class VonMisesMap:
 
     def __init__(self, kappa: torch.Tensor, terms: int):
         self.kappa = kappa
-        orders = torch.arange(1, terms + 1, dtype=torch.float64, device=kappa.device)
-        self.orders = orders
-        self.coef = 2.0 * bessel_ratios(kappa, terms) / orders
+        self.orders = torch.arange(1, terms + 1, dtype=torch.float64, device=kappa.device)
+        self.coef = 2.0 * bessel_ratios(kappa, terms) / self.orders
         self.log_i0e = torch.log(torch.special.i0e(kappa))
+
+    def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(theta grid, G on it): the starting brackets of ``forward`` (only it needs them)."""
         with torch.no_grad():
-            grid = torch.linspace(-math.pi, math.pi, TABLE_SIZE + 1, dtype=torch.float64, device=kappa.device)
+            grid = torch.linspace(-math.pi, math.pi, TABLE_SIZE + 1, dtype=torch.float64, device=self.kappa.device)
             table = self._series(grid, self.coef.detach())
             table[0], table[-1] = -math.pi, math.pi
-        self.grid, self.table = grid, table
+        return grid, table
 
     def _series(self, theta: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         return theta + torch.sin(theta[..., None] * self.orders) @ coef
@@ -81,12 +83,13 @@ class VonMisesMap:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """h(x) = G^{-1}(x), x in [-pi, pi]; differentiable in x and kappa (implicit function theorem)."""
+        grid, table = self._table()
         with torch.no_grad():
             xd = x.detach().contiguous()
             coef, kappa, log_i0e = self.coef.detach(), self.kappa.detach(), self.log_i0e.detach()
-            k = (torch.searchsorted(self.table, xd) - 1).clamp(0, TABLE_SIZE - 1)
-            lo, hi = self.grid[k], self.grid[k + 1]
-            t_lo, t_hi = self.table[k], self.table[k + 1]
+            k = (torch.searchsorted(table, xd) - 1).clamp(0, TABLE_SIZE - 1)
+            lo, hi = grid[k], grid[k + 1]
+            t_lo, t_hi = table[k], table[k + 1]
             theta = lo + (hi - lo) * ((xd - t_lo) / (t_hi - t_lo).clamp(min=1e-300)).clamp(0.0, 1.0)
             for _ in range(NEWTON_STEPS):
                 r = self._series(theta, coef) - xd
