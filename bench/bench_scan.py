@@ -53,10 +53,11 @@ BETAS = [round(float(b), 6) for b in np.linspace(0.55, 0.70, 8)]
 LAM = 0.5
 
 
-def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1, clock: str = "wall") -> dict:
+def config(model: dict, beta: float, L: int, time_s: float, seed: int = 1, clock: str = "wall",
+           batch_size: int = 128) -> dict:
     raw = {"action": {"name": "phi4", "lattice": [L, L], "beta": beta, "lam": LAM},
            "model": model,
-           "train": {"max_time_s": time_s, "batch_size": 128, "lr": 2e-3, "threads": 1, "clock": clock},
+           "train": {"max_time_s": time_s, "batch_size": batch_size, "lr": 2e-3, "threads": 1, "clock": clock},
            "run": {"seed": seed}}
     return resolve_config(raw, require=("action", "model", "train"))
 
@@ -72,11 +73,11 @@ def acceptance_at(model, beta: float, L: int, n: int = 8192) -> dict:
 
 def cmd_conditional(args):
     model = {"name": args.model, "couplings": {"beta": [BETAS[0], BETAS[-1]]}, **json.loads(args.model_params)}
-    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time, clock=args.clock)
-    res = train_run(cfg, args.out, resume=True)
+    cfg = config(model, 0.5 * (BETAS[0] + BETAS[-1]), args.L, args.time, clock=args.clock, batch_size=args.batch)
+    res = train_run(cfg, args.out, resume=True, init_from=args.init_from)
     print(res.summary(), flush=True)
     _, _, trained = load_trained(args.out)
-    rows = [acceptance_at(trained, b, args.L) for b in BETAS]
+    rows = [acceptance_at(trained, b, args.L, args.eval_n) for b in BETAS]
     (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": res.elapsed_s, "steps": res.step,
                                                                  "rows": rows}, indent=1))
     print(json.dumps(rows))
@@ -88,10 +89,10 @@ def cmd_separate(args):
     for beta in (BETAS if args.betas is None else [b for b in BETAS if b in args.betas]):
         out = Path(args.out) / f"beta{beta:g}"
         res = train_run(config({"name": args.model, **json.loads(args.model_params)}, beta, args.L, args.time,
-                               clock=args.clock), out, resume=True)
+                               clock=args.clock, batch_size=args.batch), out, resume=True, init_from=args.init_from)
         total += res.elapsed_s
         _, _, trained = load_trained(out)
-        rows.append({**acceptance_at(trained, beta, args.L), "train_s": res.elapsed_s, "steps": res.step})
+        rows.append({**acceptance_at(trained, beta, args.L, args.eval_n), "train_s": res.elapsed_s, "steps": res.step})
         print(rows[-1], flush=True)
     (Path(args.out) / "acceptance.json").write_text(json.dumps({"train_s": total, "rows": rows}, indent=1))
 
@@ -153,6 +154,47 @@ def cmd_cost(args):
         for r in res["rows"]:
             print(f"  {r['label']} beta {r['beta']:g}: acc {r['acceptance']:.3f} tau_chi "
                   f"{r.get('susceptibility_tau_int', float('nan')):.3g} cost {r['cost_s'] or float('nan'):.3g} s")
+    if args.L:
+        extrapolate(args.outs, args.L, args.train_s)
+
+
+def extrapolate(outs: list[str], sizes: list[int], train_s: list[float] | None = None) -> None:
+    """Power laws c L^z through the per-point sampling cost of each method and the flow's training
+    cost (least squares in log-log), and the L where the flow's training + sampling per scan would
+    match HMC's sampling for this many points (an extrapolation: said so in the output). ``train_s``
+    replaces the recorded training time of each output (a flow fine-tuned from a smaller L records
+    only its own stage)."""
+    if len(sizes) != len(outs) or len(set(sizes)) < 2 or (train_s is not None and len(train_s) != len(outs)):
+        raise SystemExit("--L (and --train-s): one value per output, at least two different extents")
+    per = {"conditional": [], "hmc": []}
+    train = []
+    points = None
+    for out in outs:
+        tot = {t["label"]: t for t in _load(out)["totals"]}
+        for label in per:
+            per[label].append(tot[label]["sample_cost_s"] / tot[label]["points"])
+        train.append(tot["conditional"]["train_time_s"] if train_s is None else train_s[len(train)])
+        points = tot["conditional"]["points"]
+    log_l = np.log(np.asarray(sizes, dtype=float))
+    fits = {k: np.polyfit(log_l, np.log(v), 1) for k, v in [*per.items(), ("training", train)]}
+    for k, (z, c) in fits.items():
+        print(f"fit {k}: {np.exp(c):.3g} s x L^{z:.2f}  (measured: "
+              + ", ".join(f"L={L}: {v:.3g} s" for L, v in zip(sizes, per.get(k, train))) + ")")
+    z_ratio = fits["conditional"][0] - fits["hmc"][0]
+    ratio_at = np.exp(fits["conditional"][1] - fits["hmc"][1])
+    print(f"sampling per point, flow / hmc ~ {ratio_at:.3g} x L^{z_ratio:.2f} (extrapolated)")
+    grid = np.unique(np.round(np.logspace(np.log10(min(sizes)), 5, 4000)))
+
+    def law(k, L):
+        z, c = fits[k]
+        return np.exp(c) * L ** z
+
+    for label, cost in (("sampling only", lambda L: points * law("conditional", L)),
+                        (f"training + sampling at {points} points",
+                         lambda L: law("training", L) + points * law("conditional", L))):
+        below = grid[cost(grid) < points * law("hmc", grid)]
+        print(f"crossover ({label}): " + (f"L ~ {below[0]:.0f} (extrapolated)" if below.size
+                                          else "none up to L = 1e5 (extrapolated)"))
 
 
 def main():
@@ -168,12 +210,20 @@ def main():
         s.add_argument("--model-params", default="{}", help="JSON of extra [model] keys")
         s.add_argument("--clock", default="wall", choices=("wall", "cpu"), help="[train] clock of the budget")
         s.add_argument("--betas", type=float, nargs="*", default=None, help="separate: only these points")
+        s.add_argument("--batch", type=int, default=128, help="[train] batch_size")
+        s.add_argument("--eval-n", type=int, default=8192, help="fresh proposals per point for the acceptance")
+        s.add_argument("--init-from", default=None, help="conditional: start from this trained run directory "
+                       "(e.g. the L = 16 flow, moved to --L)")
         s.set_defaults(fn=fn)
     s = sub.add_parser("broken")
     s.add_argument("--out", required=True, help="output of lattgen scan bench/configs/broken_L16.toml")
     s.set_defaults(fn=cmd_broken)
     s = sub.add_parser("cost")
-    s.add_argument("outs", nargs="+", help="outputs of lattgen scan bench/configs/scan_L{8,16}.toml")
+    s.add_argument("outs", nargs="+", help="outputs of lattgen scan bench/configs/scan_L{8,16,32}.toml")
+    s.add_argument("--L", type=int, nargs="*", default=None,
+                   help="the lattice extent of each output: fit power laws in L and extrapolate the crossover")
+    s.add_argument("--train-s", type=float, nargs="*", default=None,
+                   help="with --L: the flow's whole training CPU s behind each output (stages included)")
     s.set_defaults(fn=cmd_cost)
     s = sub.add_parser("accept")
     s.add_argument("--cond", required=True)

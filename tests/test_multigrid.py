@@ -18,6 +18,8 @@ from lattgen_flows.multigrid import (
     polyphase,
     unpolyphase,
 )
+from lattgen_flows.zero_mode import ZeroModeSpline
+from rounding import assert_close_to_rounding, scalar_condition
 
 from lattgen import Lattice, LatticeError
 from lattgen.fourier import power_spectrum
@@ -152,3 +154,40 @@ def test_multigrid_trains_towards_the_target():
                                 "eval_batch": 256}, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(model.flow.layers[1].delta_log_b, b_before), "the prolongation's spectrum learns"
     assert res.metrics["ess"] > 0.3
+
+
+def test_multigrid_zero_mode_option_is_exact_z2_equivariant_and_tiles():
+    """``zero_mode``: the identity at start (the model without it), then, with the spline moved, log|det|
+    against the dense autograd Jacobian of the whole flow, f(-z) = -f(z), and a field tiled onto 2L maps
+    to the tiled output (the layer's volume is a buffer, so relattice keeps the map)."""
+    action = phi4((8, 8))
+    params = {"hidden": [4], "coarse_layers": 2}
+    torch.manual_seed(7)
+    plain = REG.get("model", "multigrid").build(action, params=params).double()
+    torch.manual_seed(7)
+    model = REG.get("model", "multigrid").build(action, params={**params, "zero_mode": True}).double()
+    z = torch.randn(3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref, ref_ld = plain.flow.forward_and_log_det(z)
+        out, out_ld = model.flow.forward_and_log_det(z)
+    size = (z.abs().amax((1, 2)) + ref.abs().amax((1, 2))).view(-1, 1, 1)
+    assert_close_to_rounding(out, ref, size, "zero mode at start: the plain model")
+    assert_close_to_rounding(out_ld, ref_ld, scalar_condition(lambda v: plain.flow.forward_and_log_det(v)[1], z),
+                             "zero mode at start: the plain model's log-det")
+    spline = [m for m in model.modules() if isinstance(m, ZeroModeSpline)]
+    assert len(spline) == 1 and spline[0].lattice.shape == (4, 4)
+    with torch.no_grad():
+        spline[0].raw.add_(torch.randn(spline[0].raw.shape, generator=torch.Generator().manual_seed(9),
+                                       dtype=torch.float64))
+        phi, log_det = model.flow.forward_and_log_det(z)
+        minus, minus_ld = model.flow.forward_and_log_det(-z)
+    assert not torch.allclose(phi.mean((1, 2)), ref.mean((1, 2))), "the moved spline changes the zero mode"
+    assert torch.equal(minus, -phi) and torch.equal(minus_ld, log_det)
+    jac = torch.autograd.functional.jacobian(lambda v: model.flow.forward_and_log_det(v.unsqueeze(0))[0][0], z[0])
+    want = torch.linalg.slogdet(jac.reshape(64, 64))[1]
+    assert torch.allclose(log_det[0], want, rtol=1e-8, atol=1e-8 * 64), (log_det[0], want)
+    assert model.tiling_equivariant
+    model.relattice(Lattice([16, 16]))
+    with torch.no_grad():
+        tiled, _ = model.flow.forward_and_log_det(z.repeat(1, 2, 2))
+    assert_close_to_rounding(tiled, phi.repeat(1, 2, 2), size, "zero mode: tiling")

@@ -20,6 +20,7 @@ from .free_field import FreeFieldLayer, GlobalRescale, fit_kinetic
 from .free_field_init import exact_propagator, kinetic_guess
 from .multigrid import build_multigrid, check_levels
 from .spline import PointwiseOddSpline, make_spline_coupling
+from .zero_mode import ZeroModeSpline
 
 
 def start_free_field(layer: FreeFieldLayer, action: Action) -> FreeFieldLayer:
@@ -182,12 +183,17 @@ def make_gaussian_model(action: Action, spectrum: str, learnable: bool, rescale:
 def make_multigrid_model(
     action: Action, levels: int, coarse_layers: int, refine_layers: int, smooth_layers: int,
     coupling: str, hidden: Sequence[int], kernel_size: int, activation: str, bins: int,
-    tail_bound: float, path_gradient: bool = True,
+    tail_bound: float, path_gradient: bool = True, zero_mode: bool = False,
 ) -> LatticeFlowModel:
-    """Multigrid flow (``multigrid.py``): coarse flow on the L/2^k sublattices, Gaussian prolongation, refinement."""
+    """Multigrid flow (``multigrid.py``): coarse flow on the L/2^k sublattices, Gaussian prolongation, refinement;
+    ``zero_mode``: an odd spline of the coarsest latent field's zero mode first (``ZeroModeSpline``)."""
     lat = action.lattice
     check_levels(lat, levels)
     make_coupling = z2_coupling_factory(coupling, hidden, kernel_size, activation, "conv", bins, tail_bound)
+
+    def head(coarse):
+        return [ZeroModeSpline(coarse, None, bins, tail_bound)] if zero_mode else []
+
     stack = build_multigrid(lat, gaussian_kinetic(action), levels, make_coupling, coarse_layers,
-                            refine_layers, smooth_layers)
+                            refine_layers, smooth_layers, coarse_head=head)
     return LatticeFlowModel(lat, Composition(stack), path_gradient)

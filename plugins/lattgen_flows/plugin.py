@@ -242,7 +242,11 @@ def lattgen_register_models(register):
         Param("path_gradient", "bool", True, PATH_GRADIENT.doc),
         LAYERS,
     ))
-    register("multigrid", make_multigrid_model, params=MULTIGRID_PARAMS)
+    register("multigrid", make_multigrid_model, params=(
+        *MULTIGRID_PARAMS,
+        Param("zero_mode", "bool", False, "an odd spline of the coarsest level's latent zero mode first "
+              "(ZeroModeSpline): a non-Gaussian, or bimodal, magnetisation near and past the transition"),
+    ))
     register("conditional_equivariant", make_conditional_equivariant, params=(
         COUPLINGS,
         Param("coupling", "str", "spline", "coupling type: spline or affine", choices=("affine", "spline")),
