@@ -15,16 +15,27 @@
         bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_zm --model-params '{"zero_mode": true}'
         bench-slot python bench/bench_scan.py conditional --time 1200 --clock cpu --out runs/scan_cond_cpu2_tilt --model-params '{"zero_mode": false, "couplings_tilt": {"beta": 0.5}}'
 
-(b) broken phase, L = 16, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip) vs HMC:
+(c) the scan's cost to 1% on chi, conditional flow vs HMC, at L = 8, 16 and 32 (the L = 32 flow
+    is the L = 16 one moved to L = 32 and trained there 900 CPU s more), and the power-law
+    extrapolation of the crossover in L:
 
-        bench-slot lattgen scan bench/configs/broken_L16.toml --out runs/broken_L16
-        python bench/bench_scan.py broken --out runs/broken_L16
+        lattgen scan bench/configs/scan_L8.toml --out runs/scan_L8
+        lattgen scan bench/configs/scan_L16.toml --out runs/scan_L16_zm   # uses runs/scan_cond_cpu2_zm
+        python bench/bench_scan.py conditional --L 32 --time 900 --clock cpu --batch 64 --eval-n 2048 \
+            --init-from runs/scan_cond_cpu2_zm --out runs/scan_cond_L32
+        lattgen scan bench/configs/scan_L32.toml --out runs/scan_L32
+        python bench/bench_scan.py cost runs/scan_L8 runs/scan_L16_zm runs/scan_L32 --L 8 16 32 --train-s 120 1200 2100
 
-(c) the scan's cost to 1% on chi, conditional flow vs HMC, at L = 8 and 16:
+(b) broken phase, L = 16 and 32, beta = 0.7, 0.8: ESS(m)/s and sign flips of m, imh (+z2_flip)
+    vs HMC and Metropolis, with the flows of (c):
 
-        bench-slot lattgen scan bench/configs/scan_L16.toml --out runs/scan_L16   # uses runs/scan_cond_cpu
-        bench-slot lattgen scan bench/configs/scan_L8.toml --out runs/scan_L8
-        python bench/bench_scan.py cost runs/scan_L8 runs/scan_L16
+        lattgen scan bench/configs/broken_L16.toml --out runs/broken_L16_zm
+        python bench/bench_scan.py broken --out runs/broken_L16_zm
+        lattgen scan bench/configs/broken_L32.toml --out runs/broken_L32
+        python bench/bench_scan.py broken --out runs/broken_L32
+
+(d) the L = 32 single-point frontier: bench/configs/L32_multigrid_zm*.toml (``lattgen train``) and
+    bench/diag_spectrum.py (docs/benchmarks.md, issue 15 (d)).
 
 Every run is one thread (``torch.set_num_threads(1)``); acceptances are the expected IMH
 acceptance of 8192 fresh proposals (``lattgen.reweight.expected_imh_acceptance``).
@@ -216,7 +227,7 @@ def main():
                        "(e.g. the L = 16 flow, moved to --L)")
         s.set_defaults(fn=fn)
     s = sub.add_parser("broken")
-    s.add_argument("--out", required=True, help="output of lattgen scan bench/configs/broken_L16.toml")
+    s.add_argument("--out", required=True, help="output of lattgen scan bench/configs/broken_L{16,32}.toml")
     s.set_defaults(fn=cmd_broken)
     s = sub.add_parser("cost")
     s.add_argument("outs", nargs="+", help="outputs of lattgen scan bench/configs/scan_L{8,16,32}.toml")
