@@ -34,8 +34,8 @@
         lattgen scan bench/configs/broken_L32.toml --out runs/broken_L32
         python bench/bench_scan.py broken --out runs/broken_L32
 
-(d) the L = 32 single-point frontier: bench/configs/L32_multigrid_zm*.toml (``lattgen train``) and
-    bench/diag_spectrum.py (docs/benchmarks.md, issue 15 (d)).
+(d) the L = 32 single-point frontier: bench/configs/L32_multigrid_zm*.toml (``lattgen train``, the
+    variants by ``--set``) and bench/diag_spectrum.py (docs/benchmarks.md, issue 15 (d)).
 
 Every run is one thread (``torch.set_num_threads(1)``); acceptances are the expected IMH
 acceptance of 8192 fresh proposals (``lattgen.reweight.expected_imh_acceptance``).
@@ -146,9 +146,11 @@ def cmd_broken(args):
 
 def cmd_cost(args):
     """Total scan cost to 1% on chi per method at each L, and the number of points where training pays."""
+    totals = []
     for out in args.outs:
         res = _load(out)
         tot = {t["label"]: t for t in res["totals"]}
+        totals.append(tot)
         cond, hmc = tot.get("conditional"), tot.get("hmc")
         print(f"{out}: " + "; ".join(f"{t['label']}: train {t['train_time_s']:.0f} s + sampling "
                                       f"{t['sample_cost_s']:.3g} s = {t['total_cost_s']:.3g} s"
@@ -166,26 +168,22 @@ def cmd_cost(args):
             print(f"  {r['label']} beta {r['beta']:g}: acc {r['acceptance']:.3f} tau_chi "
                   f"{r.get('susceptibility_tau_int', float('nan')):.3g} cost {r['cost_s'] or float('nan'):.3g} s")
     if args.L:
-        extrapolate(args.outs, args.L, args.train_s)
+        extrapolate(totals, args.L, args.train_s)
 
 
-def extrapolate(outs: list[str], sizes: list[int], train_s: list[float] | None = None) -> None:
+def extrapolate(totals: list[dict], sizes: list[int], train_s: list[float] | None = None) -> None:
     """Power laws c L^z through the per-point sampling cost of each method and the flow's training
     cost (least squares in log-log), and the L where the flow's training + sampling per scan would
-    match HMC's sampling for this many points (an extrapolation: said so in the output). ``train_s``
+    match HMC's sampling for this many points (an extrapolation: said so in the output). ``totals``:
+    each output's results.json totals by label; ``train_s``
     replaces the recorded training time of each output (a flow fine-tuned from a smaller L records
     only its own stage)."""
-    if len(sizes) != len(outs) or len(set(sizes)) < 2 or (train_s is not None and len(train_s) != len(outs)):
+    if len(sizes) != len(totals) or len(set(sizes)) < 2 or (train_s is not None and len(train_s) != len(totals)):
         raise SystemExit("--L (and --train-s): one value per output, at least two different extents")
-    per = {"conditional": [], "hmc": []}
-    train = []
-    points = None
-    for out in outs:
-        tot = {t["label"]: t for t in _load(out)["totals"]}
-        for label in per:
-            per[label].append(tot[label]["sample_cost_s"] / tot[label]["points"])
-        train.append(tot["conditional"]["train_time_s"] if train_s is None else train_s[len(train)])
-        points = tot["conditional"]["points"]
+    per = {label: [tot[label]["sample_cost_s"] / tot[label]["points"] for tot in totals]
+           for label in ("conditional", "hmc")}
+    train = [tot["conditional"]["train_time_s"] for tot in totals] if train_s is None else list(train_s)
+    points = totals[-1]["conditional"]["points"]
     log_l = np.log(np.asarray(sizes, dtype=float))
     fits = {k: np.polyfit(log_l, np.log(v), 1) for k, v in [*per.items(), ("training", train)]}
     for k, (z, c) in fits.items():
@@ -223,7 +221,7 @@ def main():
         s.add_argument("--betas", type=float, nargs="*", default=None, help="separate: only these points")
         s.add_argument("--batch", type=int, default=128, help="[train] batch_size")
         s.add_argument("--eval-n", type=int, default=8192, help="fresh proposals per point for the acceptance")
-        s.add_argument("--init-from", default=None, help="conditional: start from this trained run directory "
+        s.add_argument("--init-from", default=None, help="start from this trained run directory "
                        "(e.g. the L = 16 flow, moved to --L)")
         s.set_defaults(fn=fn)
     s = sub.add_parser("broken")

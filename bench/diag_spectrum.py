@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lattgen.build import build_action, make_generator
 from lattgen.fourier import power_spectrum
+from lattgen.reweight import draw_weighted, log_weight_summary, normalised_weights
 from lattgen.rundir import load_trained
 
 
@@ -40,16 +41,10 @@ def diagnose(run_dir: str, n: int, batch: int = 512, bins: int = 16, seed: int =
         action = build_action(section)
         model.relattice(action.lattice)
     lat = action.lattice
-    gen = make_generator(seed)
-    spectra, log_w = [], []
-    with torch.no_grad():
-        for start in range(0, n, batch):
-            phi, log_q = model.sample(min(batch, n - start), gen)
-            spectra.append(power_spectrum(phi.double(), lat))
-            log_w.append(-action.action_float64(phi) - log_q.double())
-    spec = torch.cat(spectra).flatten(1)
-    lw = torch.cat(log_w)
-    w = torch.softmax(lw, 0)
+    lw, rec = draw_weighted(model, action, n, generator=make_generator(seed), batch_size=batch,
+                            measure=lambda phi: {"spectrum": power_spectrum(phi, lat)})
+    spec = rec["spectrum"]
+    w = normalised_weights(lw)
     g_q = spec.mean(0)
     g_p = (w[:, None] * spec).sum(0)
     r = (g_q / g_p).numpy()
@@ -69,9 +64,10 @@ def diagnose(run_dir: str, n: int, batch: int = 512, bins: int = 16, seed: int =
     r0 = float(r[p2 == 0][0])
     gauss_kl += 0.5 * (r0 - 1 - np.log(r0))
     kl = float(torch.logsumexp(lw, 0) - np.log(lw.numel()) - lw.mean())
-    return {"run_dir": run_dir, "n": n, "volume": lat.volume, "var_log_w": float(lw.var()), "kl_estimate": kl,
+    summary = log_weight_summary(lw)
+    return {"run_dir": run_dir, "n": n, "volume": lat.volume, "var_log_w": summary["log_w_var"], "kl_estimate": kl,
             "gaussian_kl_binned": gauss_kl, "zero_mode_ratio": r0,
-            "ess_per_n": float(1.0 / (w**2).sum() / lw.numel()), "bins": rows}
+            "ess_per_n": summary["ess"], "bins": rows}
 
 
 def main():
