@@ -77,7 +77,8 @@ def main():
     fl.add_argument("--lr", type=float, default=1e-3)
     fl.add_argument("--out", default=None)
     fl.add_argument("--dtype", default="float64", choices=("float32", "float64"))
-    fl.add_argument("--flow", default="v2", choices=("v1", "v2"), help="v1: the first cpn_flow (bench/cpn_flow_v1.py)")
+    fl.add_argument("--flow", default="v2", choices=("v1", "v2", "decimated"),
+                    help="v1: the first cpn_flow (bench/cpn_flow_v1.py); v2: cpn_flow; decimated: cpn_decimated")
     fl.add_argument("--directions", type=int, default=None)
     fl.add_argument("--path-gradient", action="store_true")
     fl.add_argument("--pretrain-l", type=int, default=None, help="train first at this L (curriculum)")

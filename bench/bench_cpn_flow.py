@@ -1,4 +1,4 @@
-"""The flow entry of bench_cpn.py: train cpn_flow by reverse KL for a CPU-time budget, then imh.
+"""The flow entry of bench_cpn.py: train cpn_flow (or cpn_decimated) by reverse KL for a CPU-time budget, then imh.
 
 ``--flow v1`` trains the first version of the flow (bench/cpn_flow_v1.py, Haar-uniform cube
 coordinates) instead, for before/after ratios at equal CPU budget in one run; the training clock
@@ -31,10 +31,12 @@ def run_flow(args, summary):
 
         model = FlowV1(lat, args.N, n_layers=args.layers, hidden=args.hidden)
     else:
-        params = {"n_layers": args.layers, "hidden": args.hidden, "path_gradient": args.path_gradient}
+        params = {"n_layers": args.layers, "hidden": args.hidden}
+        if args.path_gradient:
+            params["path_gradient"] = True
         if args.directions:
             params["directions"] = args.directions
-        model = reg.get("model", "cpn_flow").build(action, params=params)
+        model = reg.get("model", "cpn_decimated" if args.flow == "decimated" else "cpn_flow").build(action, params=params)
     from lattgen.config import resolve_train
 
     raw_cfg = {"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
@@ -67,4 +69,4 @@ def run_flow(args, summary):
              "acceptance": chain.acceptance, "longest_rejection_run": info.get("longest_rejection_run"),
              "ess_fresh": fresh["ess"], "expected_acceptance": fresh["acceptance"],
              "log_w_var": fresh["log_w_var"], "flow": args.flow, "layers": args.layers, "hidden": args.hidden, "batch": args.batch}
-    return summary(f"cpn_flow({args.flow})+imh", args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)
+    return summary("cpn_decimated+imh" if args.flow == "decimated" else f"cpn_flow({args.flow})+imh", args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)

@@ -28,14 +28,16 @@ def main():
     ap.add_argument("--beta", type=float, default=1.1)
     ap.add_argument("--train-s", type=float, default=55)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--model", default="{}", help="cpn_flow parameters as JSON (over n_layers 8, hidden [16, 16])")
+    ap.add_argument("--name", default="cpn_flow", help="model: cpn_flow or cpn_decimated")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--model", default="{}", help="model parameters as JSON (over n_layers 8, hidden [16, 16])")
     args = ap.parse_args()
     torch.set_num_threads(1)
     reg = get_registry()
     action = reg.get("action", "cpn").build(Lattice([args.L] * 2), params={"N": args.N, "beta": args.beta})
-    model = reg.get("model", "cpn_flow").build(action, params={"n_layers": 8, "hidden": [16, 16],
+    model = reg.get("model", args.name).build(action, params={"n_layers": 8, "hidden": [16, 16],
                                                                **json.loads(args.model)})
-    cfg = resolve_train({"max_time_s": args.train_s, "batch_size": 64, "lr": args.lr, "eval_batch": 256, "threads": 1,
+    cfg = resolve_train({"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256, "threads": 1,
                          "dtype": "float64", "log_every": 50, "checkpoint_every_s": 1e9, "clock": "cpu"}, "train")
     with tempfile.TemporaryDirectory() as out:
         train(model, action, cfg, out_dir=out, generator=make_generator(0))

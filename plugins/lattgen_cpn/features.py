@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import abs2, overlap, shift
+from .geometry import abs2, overlap
 
 
 def neighbour_offsets(ndim: int) -> list[tuple[int, ...]]:
@@ -21,11 +21,23 @@ def neighbour_offsets(ndim: int) -> list[tuple[int, ...]]:
     return out
 
 
-def invariant_features(net: torch.nn.Module, z: torch.Tensor, mask: torch.Tensor, evals: torch.Tensor) -> torch.Tensor:
+def diagonal_offsets(ndim: int) -> list[tuple[int, ...]]:
+    """The offsets mu_hat + nu_hat and mu_hat - nu_hat (mu < nu): one of each pair of frozen diagonal neighbours."""
+    out = []
+    for mu in range(ndim):
+        for nu in range(mu + 1, ndim):
+            for sign in (1, -1):
+                out.append(tuple(1 if d == mu else sign if d == nu else 0 for d in range(ndim)))
+    return out
+
+
+def invariant_features(net: torch.nn.Module, z: torch.Tensor, mask: torch.Tensor, evals: torch.Tensor,
+                       pair_offsets=None, frozen: torch.Tensor | None = None) -> torch.Tensor:
     """net(features) at the updated sites of ``mask``: (batch, S, channels) in float64.
 
     ``evals``: (batch, S, n) eigenvalues at those sites (any real dtype); the net runs in z's real
-    precision (float32 for complex64 fields).
+    precision (float32 for complex64 fields). ``pair_offsets`` (default ``diagonal_offsets``) and
+    ``frozen`` (default: not ``mask``): the overlaps |z_y^+ z_{y+a}|^2 placed at the frozen sites y.
     """
     ndim = mask.dim()
     lat_dims = tuple(range(1, ndim + 1))
@@ -33,11 +45,9 @@ def invariant_features(net: torch.nn.Module, z: torch.Tensor, mask: torch.Tensor
     eig_map = torch.zeros((*z.shape[:-1], evals.shape[-1]), dtype=real, device=z.device)
     eig_map[:, mask] = evals.to(real)
     feats = [eig_map]
-    frozen = (~mask).to(real)
-    for mu in range(ndim):
-        for nu in range(mu + 1, ndim):
-            for sign in (1, -1):
-                other = shift(shift(z, mu), nu, sign)
-                feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1).to(real))
+    frozen = (~mask if frozen is None else frozen).to(real)
+    for off in (diagonal_offsets(ndim) if pair_offsets is None else pair_offsets):
+        other = torch.roll(z, shifts=[-c for c in off], dims=lat_dims)
+        feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1).to(real))
     x = torch.cat(feats, dim=-1).permute(0, ndim + 1, *lat_dims)  # (batch, C, *lattice)
     return net(x).permute(0, *[d + 1 for d in lat_dims], 1)[:, mask].to(torch.float64)

@@ -79,6 +79,23 @@ def shell_offsets(ndim: int, shell: int) -> list[tuple[int, ...]]:
     return sorted(o for o in itertools.product(rng, repeat=ndim) if sum(abs(c) for c in o) == shell)
 
 
+def sublattice_shell_offsets(shell: int) -> list[tuple[int, int]]:
+    """2D offsets (a, b) with a, b odd and max(|a|, |b|) = ``shell`` (odd): from an odd site with even x_0 to the
+    odd sites with odd x_0 (the other colour of the odd sublattice); shell 1 is its four nearest neighbours
+    (the diagonals), shell 3 the next ring."""
+    rng = range(-shell, shell + 1, 2)
+    return sorted((a, b) for a in rng for b in rng if max(abs(a), abs(b)) == shell)
+
+
+def sublattice_masks(lattice: Lattice, parity: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(updated, frozen) masks of the odd sublattice's own checkerboard in 2D: odd sites (x_0 + x_1 odd) with
+    x_0 % 2 == parity, and the other odd sites."""
+    coords = lattice.coordinates(device)
+    odd = coords.sum(-1) % 2 == 1
+    colour = coords[..., 0] % 2 == parity
+    return odd & colour, odd & ~colour
+
+
 def distinct_offsets(offsets, shape) -> list[tuple[tuple[int, ...], int]]:
     """The offsets reduced mod the lattice extents, each once with its multiplicity (on a small
     lattice x + a and x + b can be one site: its projector then enters M_x with that weight)."""
@@ -122,15 +139,19 @@ def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, offsets, r: int, n_e
 
 class EigenbasisCoupling(LatticeBijection):
     """Splines of the stick-breaking ratios of |v_k^+ z_x|^2 (leading eigen-directions of the neighbours'
-    projectors) at one checkerboard colour."""
+    projectors) at one checkerboard colour; with ``sublattice`` (2D), at one colour of the odd sublattice's own
+    checkerboard (parity of x_0), the even sites untouched and unread (the decimated flow, decimated.py)."""
 
     def __init__(self, lattice: Lattice, n_comp: int, parity: int = 0, hidden: Sequence[int] = (32, 32),
                  kernel_size: int = 3, bins: int = 8, directions: int | None = None, shell: int = 1,
-                 projective: bool = False):
+                 projective: bool = False, sublattice: bool = False):
         super().__init__(lattice)
+        self.sublattice = bool(sublattice)
+        if self.sublattice and lattice.ndim != 2:
+            raise LatticeError(f"the decimated CP^(N-1) flow is two-dimensional, got a {lattice.ndim}-d lattice")
         if shell < 1 or shell % 2 == 0:
-            raise ConfigError(f"model.stencils: a shell must be an odd L1 distance >= 1 (sites of the other "
-                              f"colour), got {shell}")
+            raise ConfigError(f"model.stencils: a shell must be odd and >= 1 (sites of the other colour), "
+                              f"got {shell}")
         self.ndim = lattice.ndim
         self.shell = int(shell)
         self.n_comp = int(n_comp)
@@ -143,7 +164,10 @@ class EigenbasisCoupling(LatticeBijection):
         self.n_par = 3 * self.bins + 1
         self.projective = bool(projective)
         self.n_spline = (2 * self.r - 1) * self.n_par  # a_1..a_r, b_2..b_r
-        self.nn_offsets = neighbour_offsets(self.ndim)
+        # the projective map's neighbours and the frozen overlaps fed to the network: on the odd sublattice
+        # its nearest neighbours are the diagonals and same-colour pairs lie two steps apart
+        self.nn_offsets = sublattice_shell_offsets(1) if self.sublattice else neighbour_offsets(self.ndim)
+        self.pair_offsets = [(2, 0), (0, 2)] if self.sublattice else None
         out = self.n_spline + (n_coefficients(len(self.nn_offsets)) if self.projective else 0)
         self.net = ConvNet(self.ndim, self.n_eig + self.n_diag, out, hidden, kernel_size, "tanh")
         self.build_buffers(lattice, torch.device("cpu"), torch.float64)
@@ -153,13 +177,19 @@ class EigenbasisCoupling(LatticeBijection):
     def build_buffers(self, lattice: Lattice, device: torch.device, dtype: torch.dtype) -> None:
         if not lattice.bipartite:
             raise LatticeError(f"the CP^(N-1) coupling needs even extents (a checkerboard), got {list(lattice.shape)}")
-        self.offsets = distinct_offsets(shell_offsets(self.ndim, self.shell), lattice.shape)
-        self.register_buffer("mask", lattice.checkerboard(self.parity, device=device, dtype=torch.bool),
-                             persistent=False)
+        if self.sublattice:
+            self.offsets = distinct_offsets(sublattice_shell_offsets(self.shell), lattice.shape)
+            mask, frozen = sublattice_masks(lattice, self.parity, device)
+        else:
+            self.offsets = distinct_offsets(shell_offsets(self.ndim, self.shell), lattice.shape)
+            mask = lattice.checkerboard(self.parity, device=device, dtype=torch.bool)
+            frozen = ~mask
+        self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("frozen", frozen, persistent=False)
 
     def _features(self, z: torch.Tensor, evals: torch.Tensor):
         """Spline parameters a (batch, S, r, 3K+1) and b (batch, S, r-1, 3K+1) at the updated sites."""
-        raw = invariant_features(self.net, z, self.mask, evals)
+        raw = invariant_features(self.net, z, self.mask, evals, self.pair_offsets, self.frozen)
         spline = raw[..., :self.n_spline].reshape(*raw.shape[:-1], 2 * self.r - 1, self.n_par)
         return spline[..., :self.r, :], spline[..., self.r:, :], raw[..., self.n_spline:]
 

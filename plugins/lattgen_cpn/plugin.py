@@ -145,6 +145,27 @@ def make_cpn_flow(action, **params):
     return CPNFlowModel(action.lattice, action.field_space.n, **params)
 
 
+DECIMATED_PARAMS = (
+    Param("n_layers", "int", 8, "coupling layers on the odd sites, alternating the odd sublattice's two colours "
+          "(even x_0 first)", min=1),
+    *(p for p in FLOW_PARAMS if p.name in ("hidden", "kernel_size", "bins", "directions")),
+    Param("stencils", "list[int]", [1, 3], "rings (odd r) of the other odd-sublattice colour whose projectors make a "
+          "layer's field M_x, offsets (a, b) with a, b odd and max(|a|, |b|) = r, cycled every two layers: [1] the four "
+          "diagonal neighbours, [1, 3] alternately the next ring", min=1),
+    *(p for p in FLOW_PARAMS if p.name == "projective"),
+)
+
+
+def make_cpn_decimated(action, **params):
+    """Flow for the odd sites' marginal, even sites from their exact Bingham conditional (quartic form, 2D)."""
+    from .decimated import CPNDecimatedModel, check_decimatable
+
+    check_decimatable(action)
+    return CPNDecimatedModel(action.lattice, action.field_space.n, action.beta, **params)
+
+
 @hookimpl
 def lattgen_register_models(register):
     register("cpn_flow", make_cpn_flow, params=FLOW_PARAMS, doc=make_cpn_flow.__doc__.strip(), field="sphere")
+    register("cpn_decimated", make_cpn_decimated, params=DECIMATED_PARAMS, doc=make_cpn_decimated.__doc__.strip(),
+             field="sphere")
