@@ -100,3 +100,22 @@ sampler = { name = "sphere_hmc", n_chains = 8 }
     for entry in out["entries"]:
         assert entry["performance"]["tau_int_topological_charge_squared"] > 0
         assert entry["action"]["N"] == 2 and "topological_susceptibility" in entry["observables"]
+
+
+def test_decimated_flow_refuses_the_link_form(tmp_path):
+    cfg = write(tmp_path, ACTION.format(N=3, beta=0.5) + 'form = "link"\n[model]\nname = "cpn_decimated"\nn_layers = 2\n'
+                'hidden = [4]\n[train]\nmax_steps = 2\n')
+    one_error_line(invoke("train", cfg, "--out", tmp_path / "run"), "quartic")
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_decimated_flow_trains_and_samples_end_to_end(tmp_path):
+    cfg = write(tmp_path, ACTION.format(N=3, beta=0.5) + '[model]\nname = "cpn_decimated"\nn_layers = 2\nhidden = [4]\n'
+                '[train]\nmax_steps = 3\nbatch_size = 16\neval_batch = 16\n[sampler]\nname = "imh"\n[run]\nn_samples = 128\n')
+    res = invoke("train", cfg, "--out", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    res = invoke("sample", tmp_path / "run", "--out", tmp_path / "s")
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert 0.0 < out["acceptance"] <= 1.0 and "topological_charge_squared" in out["observables"]
+    assert out["model"]["name"] == "cpn_decimated"
