@@ -14,8 +14,8 @@ and the odd sites have the exact marginal p(z_odd) ~ prod_{x even} E_Haar[exp(z^
 q_flow a flow of eigenbasis couplings (flow.py) on the odd sublattice, whose own checkerboard
 splits it by the parity of x_0 (in 2D its nearest neighbours are the diagonals, every one of the
 other colour). The IMH weight is then p(z_odd)/q_flow(z_odd): the even half of the lattice adds no
-variance to log w, and the flow has half the sites to model. Exact heat-bath decimation of one
-colour, as in the multigrid and renormalisation-group treatments of checkerboard actions.
+variance to log w, and the flow has half the sites to model: one colour is integrated out exactly,
+as a checkerboard heat-bath sweep would draw it, but inside the proposal.
 
 The even sites are drawn without a gradient. Reverse KL still trains the flow correctly: in
 log q(z) + S(z) the even-site terms cancel identically (z_x^+ A_x z_x enters both), so the loss is
