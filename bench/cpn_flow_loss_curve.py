@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--name", default="cpn_flow", help="model: cpn_flow or cpn_decimated")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--dtype", default="float64", choices=("float32", "float64"), help="training precision")
     ap.add_argument("--model", default="{}", help="model parameters as JSON (over n_layers 8, hidden [16, 16])")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -38,7 +39,7 @@ def main():
     model = reg.get("model", args.name).build(action, params={"n_layers": 8, "hidden": [16, 16],
                                                                **json.loads(args.model)})
     cfg = resolve_train({"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256, "threads": 1,
-                         "dtype": "float64", "log_every": 50, "checkpoint_every_s": 1e9, "clock": "cpu"}, "train")
+                         "dtype": args.dtype, "log_every": 50, "checkpoint_every_s": 1e9, "clock": "cpu"}, "train")
     with tempfile.TemporaryDirectory() as out:
         train(model, action, cfg, out_dir=out, generator=make_generator(0))
         for r in read_metrics(Path(out) / "metrics.jsonl"):
