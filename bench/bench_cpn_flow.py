@@ -37,6 +37,7 @@ def run_flow(args, summary):
         if args.directions:
             params["directions"] = args.directions
         model = reg.get("model", "cpn_decimated" if args.flow == "decimated" else "cpn_flow").build(action, params=params)
+    label = "cpn_decimated+imh" if args.flow == "decimated" else f"cpn_flow({args.flow})+imh"
     from lattgen.config import resolve_train
 
     raw_cfg = {"max_time_s": args.train_s, "batch_size": args.batch, "lr": args.lr, "eval_batch": 256,
@@ -69,4 +70,4 @@ def run_flow(args, summary):
              "acceptance": chain.acceptance, "longest_rejection_run": info.get("longest_rejection_run"),
              "ess_fresh": fresh["ess"], "expected_acceptance": fresh["acceptance"],
              "log_w_var": fresh["log_w_var"], "flow": args.flow, "layers": args.layers, "hidden": args.hidden, "batch": args.batch}
-    return summary("cpn_decimated+imh" if args.flow == "decimated" else f"cpn_flow({args.flow})+imh", args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)
+    return summary(label, args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)

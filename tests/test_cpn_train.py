@@ -19,12 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 REG = get_registry()
 
 
-@pytest.mark.parametrize("name", ["cpn_flow", "cpn_decimated"])
-def test_reverse_kl_then_imh_agrees_with_hmc(name):
+@pytest.mark.parametrize("model_name", ["cpn_flow", "cpn_decimated"])
+def test_reverse_kl_then_imh_agrees_with_hmc(model_name):
     lat = Lattice((4, 4))
     action = REG.get("action", "cpn").build(lat, params={"N": 2, "beta": 0.6})
     torch.manual_seed(0)
-    model = REG.get("model", name).build(action, params={"n_layers": 4, "hidden": [8]}).double()
+    model = REG.get("model", model_name).build(action, params={"n_layers": 4, "hidden": [8]}).double()
     losses = adam_steps(model, action, n_steps=60, batch_size=64, lr=5e-3)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < first - 0.3, (first, last)  # the loss falls by far more than its noise (~0.1)

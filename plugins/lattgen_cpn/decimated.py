@@ -29,18 +29,17 @@ from collections.abc import Sequence
 
 import torch
 
-from lattgen import Composition, ConfigError, Lattice
+from lattgen import ConfigError, Lattice
 
 from .bingham import log_haar_mgf, padded_eigvalsh, sample_bingham
 from .features import neighbour_offsets
-from .flow import CPNFlowModel, EigenbasisCoupling, sphere_log_volume
+from .flow import CPNFlowModel, sphere_log_volume
+from .geometry import at_offset
 
 
 def even_neighbour_matrix(z: torch.Tensor, even: torch.Tensor) -> torch.Tensor:
     """Y (batch, S, N, 2d) of the nearest neighbours z_{x+-mu} of the S sites of ``even``, complex128."""
-    ndim = even.dim()
-    dims = list(range(1, ndim + 1))
-    cols = [torch.roll(z, shifts=[-c for c in o], dims=dims)[:, even] for o in neighbour_offsets(ndim)]
+    cols = [at_offset(z, o)[:, even] for o in neighbour_offsets(even.dim())]
     return torch.stack(cols, dim=-1).to(torch.complex128)
 
 
@@ -50,37 +49,37 @@ class CPNDecimatedModel(CPNFlowModel):
     def __init__(self, lattice: Lattice, n_comp: int, beta: float, n_layers: int = 8, hidden: Sequence[int] = (32, 32),
                  kernel_size: int = 3, bins: int = 8, directions: int | None = None, stencils: Sequence[int] = (1, 3),
                  projective: bool = True):
-        super().__init__(lattice, n_comp, n_layers=0, path_gradient=False)
-        shells = list(stencils) or [1]
-        self.flow = Composition([
-            EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden, kernel_size=kernel_size, bins=bins,
-                               directions=directions, shell=shells[(i // 2) % len(shells)], projective=projective,
-                               sublattice=True)
-            for i in range(n_layers)])
+        super().__init__(lattice, n_comp, n_layers=n_layers, hidden=hidden, kernel_size=kernel_size, bins=bins,
+                         directions=directions, stencils=stencils, projective=projective, sublattice=True)
         self.weight = float(beta) * int(n_comp)  # A_x = beta N sum P_y
-        self.log_volume = lattice.volume // 2 * sphere_log_volume(self.n_comp)  # Haar prior of the odd sites
         self.register_buffer("even", lattice.checkerboard(0, dtype=torch.bool), persistent=False)
+
+    def prior_log_volume(self, lattice: Lattice) -> float:
+        """Only the odd sites are latents: Vol(S^{2N-1})^(V/2)."""
+        return lattice.volume // 2 * sphere_log_volume(self.n_comp)
 
     def relattice(self, lattice: Lattice) -> CPNDecimatedModel:
         super().relattice(lattice)
-        self.log_volume = lattice.volume // 2 * sphere_log_volume(self.n_comp)
         self.even = lattice.checkerboard(0, device=self.even.device, dtype=torch.bool)
         return self
 
-    def conditional_log_prob(self, phi: torch.Tensor) -> torch.Tensor:
-        """sum over even x of log p(z_x | neighbours) relative to the Riemannian volume, (batch,) float64."""
-        y = even_neighbour_matrix(phi, self.even)
-        z = phi[:, self.even].to(torch.complex128)
+    def _conditional(self, y: torch.Tensor, z_even: torch.Tensor) -> torch.Tensor:
+        """sum over even x of log p(z_x | Y_x) relative to the Riemannian volume, (batch,) float64."""
+        z = z_even.to(torch.complex128)
         quad = self.weight * ((y.conj().transpose(-1, -2) @ z.unsqueeze(-1)).abs() ** 2).sum((-2, -1))
         log_norm = log_haar_mgf(padded_eigvalsh(y, self.weight))
-        return (quad - log_norm).sum(-1) - phi[:, self.even].shape[1] * sphere_log_volume(self.n_comp)
+        return (quad - log_norm).sum(-1) - z.shape[1] * sphere_log_volume(self.n_comp)
+
+    def conditional_log_prob(self, phi: torch.Tensor) -> torch.Tensor:
+        """sum over even x of log p(z_x | neighbours) relative to the Riemannian volume, (batch,) float64."""
+        return self._conditional(even_neighbour_matrix(phi, self.even), phi[:, self.even])
 
     def sample(self, n, generator=None):
         phi, log_q = super().sample(n, generator)
-        y = even_neighbour_matrix(phi.detach(), self.even)
-        z_even = sample_bingham(self.weight * (y @ y.conj().transpose(-1, -2)), generator).to(phi.dtype)
-        phi = _put(phi, self.even, z_even)
-        return phi, log_q + self.conditional_log_prob(phi)
+        y = even_neighbour_matrix(phi, self.even)  # odd sites only: unchanged by the even draw below
+        y_fixed = y.detach()
+        z_even = sample_bingham(self.weight * (y_fixed @ y_fixed.conj().transpose(-1, -2)), generator).to(phi.dtype)
+        return _put(phi, self.even, z_even), log_q + self._conditional(y, z_even)
 
     def log_prob(self, phi):
         phi = phi.to(self.complex_dtype)

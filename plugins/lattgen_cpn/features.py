@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import abs2, overlap
+from .geometry import abs2, at_offset, overlap
 
 
 def neighbour_offsets(ndim: int) -> list[tuple[int, ...]]:
@@ -47,7 +47,6 @@ def invariant_features(net: torch.nn.Module, z: torch.Tensor, mask: torch.Tensor
     feats = [eig_map]
     frozen = (~mask if frozen is None else frozen).to(real)
     for off in (diagonal_offsets(ndim) if pair_offsets is None else pair_offsets):
-        other = torch.roll(z, shifts=[-c for c in off], dims=lat_dims)
-        feats.append((abs2(overlap(z, other)) * frozen).unsqueeze(-1).to(real))
+        feats.append((abs2(overlap(z, at_offset(z, off))) * frozen).unsqueeze(-1).to(real))
     x = torch.cat(feats, dim=-1).permute(0, ndim + 1, *lat_dims)  # (batch, C, *lattice)
     return net(x).permute(0, *[d + 1 for d in lat_dims], 1)[:, mask].to(torch.float64)

@@ -49,7 +49,7 @@ from normflows.utils.splines import rational_quadratic_spline
 from lattgen import Composition, ConfigError, Lattice, LatticeError
 
 from .features import invariant_features, neighbour_offsets
-from .geometry import abs2
+from .geometry import abs2, at_offset
 from .projective import n_coefficients, projective_map, rank_one_factors
 
 
@@ -118,10 +118,9 @@ def leading_eigenpairs(z: torch.Tensor, mask: torch.Tensor, offsets, r: int, n_e
     (G a = l a), so the N - m exact zeros of M (whose 1/(l_i - l_j) would poison the backward
     pass, and whose eigenvectors are an arbitrary basis) never appear.
     """
-    n_comp, ndim = z.shape[-1], z.dim() - 2
+    n_comp = z.shape[-1]
     total = float(sum(m for _, m in offsets))
-    cols = [torch.roll(z, shifts=[-c for c in o], dims=list(range(1, ndim + 1)))[:, mask] * math.sqrt(m / total)
-            for o, m in offsets]
+    cols = [at_offset(z, o)[:, mask] * math.sqrt(m / total) for o, m in offsets]
     y = torch.stack(cols, dim=-1).to(torch.complex128)  # (batch, S, N, m)
     m_sites = y.shape[-1]
     r = min(r, m_sites)
@@ -201,9 +200,7 @@ class EigenbasisCoupling(LatticeBijection):
         zc = z[:, self.mask].to(torch.complex128)  # (batch, S, N)
         log_det_g = 0.0
         if self.projective:  # z' = G spline(z) / |.|: the inverse undoes G first
-            dims = list(range(1, self.ndim + 1))
-            ys = [torch.roll(z, shifts=[-c for c in o], dims=dims)[:, self.mask].to(torch.complex128)
-                  for o in self.nn_offsets]
+            ys = [at_offset(z, o)[:, self.mask].to(torch.complex128) for o in self.nn_offsets]
             factors = rank_one_factors(ys, coeffs)
             if inverse:
                 zc, log_det_g = projective_map(zc, factors, inverse=True)
@@ -258,17 +255,21 @@ class CPNFlowModel(LatticeFlowModel):
 
     def __init__(self, lattice: Lattice, n_comp: int, n_layers: int = 8, hidden: Sequence[int] = (32, 32),
                  kernel_size: int = 3, bins: int = 8, directions: int | None = None, path_gradient: bool = False,
-                 stencils: Sequence[int] = (1, 3), projective: bool = True):
+                 stencils: Sequence[int] = (1, 3), projective: bool = True, sublattice: bool = False):
         shells = list(stencils) or [1]
         layers = []
         for i in range(n_layers):
             layers.append(EigenbasisCoupling(lattice, n_comp, parity=i % 2, hidden=hidden, kernel_size=kernel_size,
                                              bins=bins, directions=directions, shell=shells[(i // 2) % len(shells)],
-                                             projective=projective))
+                                             projective=projective, sublattice=sublattice))
         flow = Composition(layers)
         super().__init__(lattice, flow, path_gradient)
         self.n_comp = int(n_comp)
-        self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
+        self.log_volume = self.prior_log_volume(lattice)
+
+    def prior_log_volume(self, lattice: Lattice) -> float:
+        """log of the Haar prior's total volume: Vol(S^{2N-1})^V (every site is a latent)."""
+        return lattice.volume * sphere_log_volume(self.n_comp)
 
     @property
     def complex_dtype(self) -> torch.dtype:
@@ -277,7 +278,7 @@ class CPNFlowModel(LatticeFlowModel):
     def relattice(self, lattice: Lattice) -> CPNFlowModel:
         """The same weights on another lattice (masks rebuilt)."""
         super().relattice(lattice)
-        self.log_volume = lattice.volume * sphere_log_volume(self.n_comp)
+        self.log_volume = self.prior_log_volume(lattice)
         return self
 
     def sample_latent(self, n, generator=None):

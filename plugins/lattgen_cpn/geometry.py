@@ -14,6 +14,11 @@ def shift(z: torch.Tensor, mu: int, n: int = 1) -> torch.Tensor:
     return torch.roll(z, shifts=-n, dims=1 + mu)
 
 
+def at_offset(z: torch.Tensor, offset) -> torch.Tensor:
+    """z_{x + offset} (periodic) for z of shape (batch, *lattice, N) and an integer vector ``offset``."""
+    return torch.roll(z, shifts=[-c for c in offset], dims=list(range(1, len(offset) + 1)))
+
+
 def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a_x^dagger b_x per site, shape (batch, *lattice)."""
     return (a.conj() * b).sum(-1)
