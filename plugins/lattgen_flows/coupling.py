@@ -52,20 +52,25 @@ class CheckerboardCoupling(LatticeBijection):
         if self.sites == "fine":
             active = active & fine_sites(lattice, device)
         self.register_buffer("active", active, persistent=False)
+        self.register_buffer("active_index", active.flatten().nonzero().squeeze(1), persistent=False)
 
     def transform(
         self, y: torch.Tensor, params: torch.Tensor, inverse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Elementwise map of every site y (batch, *L) with params (batch, C, *L) -> (y', log|dy'/dy|)."""
+        """Elementwise map of sites y (batch, n) with params (batch, C, n) -> (y', log|dy'/dy|),
+        both (batch, n); called with the n active sites only."""
         raise NotImplementedError
 
     def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_input(x)
         frozen = x.masked_fill(self.active, 0.0)
         params = self.conditioner(frozen.unsqueeze(1))
-        y, log_jac = self.transform(x, params, inverse)
-        out = torch.where(self.active, y, x)
-        return out, self.site_sum(log_jac.masked_fill(~self.active, 0.0))
+        # the elementwise map runs on the active sites only (half the lattice, 3/8 for fine
+        # sites): 1.16x the training steps per second of a spline multigrid flow (docs/benchmarks.md)
+        index = self.active_index
+        flat = x.flatten(1)
+        y, log_jac = self.transform(flat.index_select(1, index), params.flatten(2).index_select(2, index), inverse)
+        return flat.index_copy(1, index, y).view_as(x), log_jac.sum(-1)
 
     def forward_and_log_det(self, z):
         return self._couple(z, inverse=False)
