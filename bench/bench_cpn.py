@@ -23,6 +23,8 @@ from lattgen.registry import get_registry
 from lattgen.sampler import run_chain
 
 MARK = "BENCH_RESULT "
+#: a rejection run longer than 1/STUCK_FRACTION of a chain marks the chain unreliable
+STUCK_FRACTION = 10
 NAMES = ("topological_charge_squared", "cpn_xi", "cpn_chi_t_xi2", "cpn_energy", "topological_susceptibility",
          "cpn_chi_m")
 
@@ -35,6 +37,12 @@ def summary(label, n_comp, length, beta, res, wall, extra=None):
     out["tau_q2"] = [res["topological_charge_squared"]["tau_int"], res["topological_charge_squared"]["tau_int_error"]]
     out["reliable_q2"] = res["topological_charge_squared"]["reliable"]
     out.update(extra or {})
+    # an IMH chain stuck in one state for a tenth of its length is not equilibrated, whatever the
+    # Gamma method's window check says (the CP^9 flow chain of round 3: a run of 1020 in 1024)
+    run, per_chain = out.get("longest_rejection_run"), out.get("steps_per_chain")
+    if run is not None and per_chain:
+        out["stuck"] = run >= per_chain / STUCK_FRACTION
+        out["reliable_q2"] = out["reliable_q2"] and not out["stuck"]
     print(MARK + json.dumps(out), flush=True)
     return out
 

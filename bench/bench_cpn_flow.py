@@ -68,6 +68,7 @@ def run_flow(args, summary):
     extra = {"train_cpu_s": round(train_cpu, 1), "train_steps": result.step, "pretrain_steps": pre_steps,
              "pretrain": [args.pretrain_l, args.pretrain_fraction] if args.pretrain_l else None,
              "acceptance": chain.acceptance, "longest_rejection_run": info.get("longest_rejection_run"),
+             "steps_per_chain": args.samples // sampler.n_chains,
              "ess_fresh": fresh["ess"], "expected_acceptance": fresh["acceptance"],
              "log_w_var": fresh["log_w_var"], "flow": args.flow, "layers": args.layers, "hidden": args.hidden, "batch": args.batch}
     return summary(label, args.N, args.L, args.beta, analyse_chain(chain, obs), wall, extra)
