@@ -3,8 +3,8 @@
     python bench/bench_coupling_sites.py                      # the issue-15 (d) recipe: L = 32, batch 8
     python bench/bench_coupling_sites.py --config bench/configs/L16_multigrid.toml --batch 64
 
-``CheckerboardCoupling._couple`` gathers the active sites (half the lattice; 3/8 for a
-multigrid level's fine sites) before the spline or affine map and scatters them back. The
+``CheckerboardCoupling._couple`` gathers the active sites (half the lattice; a quarter or a
+half for a multigrid level's fine sites) before the spline or affine map and scatters them back. The
 "every site" variant is the code it replaced: the map on the whole lattice, then
 ``where(active, y, x)`` and a masked log-det sum. Both run the same model, weights and seed
 (reverse-KL steps with Adam, the path gradient as configured), interleaved, in one process on

@@ -65,8 +65,8 @@ class CheckerboardCoupling(LatticeBijection):
         self.check_input(x)
         frozen = x.masked_fill(self.active, 0.0)
         params = self.conditioner(frozen.unsqueeze(1))
-        # the elementwise map runs on the active sites only (half the lattice, 3/8 for fine
-        # sites): 1.16x the training steps per second of a spline multigrid flow (docs/benchmarks.md)
+        # the elementwise map runs on the active sites only (half the lattice; a quarter or a half
+        # for fine sites): 1.16-1.20x the training steps per second (docs/benchmarks.md, issue 15 (d))
         index = self.active_index
         flat = x.flatten(1)
         y, log_jac = self.transform(flat.index_select(1, index), params.flatten(2).index_select(2, index), inverse)
