@@ -34,7 +34,7 @@ from lattgen import ConfigError, Lattice
 from .bingham import log_haar_mgf, padded_eigvalsh, sample_bingham
 from .features import neighbour_offsets
 from .flow import CPNFlowModel, sphere_log_volume
-from .geometry import at_offset
+from .geometry import at_offset, with_sites
 
 
 def even_neighbour_matrix(z: torch.Tensor, even: torch.Tensor) -> torch.Tensor:
@@ -79,18 +79,11 @@ class CPNDecimatedModel(CPNFlowModel):
         y = even_neighbour_matrix(phi, self.even)  # odd sites only: unchanged by the even draw below
         y_fixed = y.detach()
         z_even = sample_bingham(self.weight * (y_fixed @ y_fixed.conj().transpose(-1, -2)), generator).to(phi.dtype)
-        return _put(phi, self.even, z_even), log_q + self._conditional(y, z_even)
+        return with_sites(phi, self.even, z_even), log_q + self._conditional(y, z_even)
 
     def log_prob(self, phi):
         phi = phi.to(self.complex_dtype)
         return super().log_prob(phi) + self.conditional_log_prob(phi)
-
-
-def _put(phi: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """phi with its ``mask`` sites replaced by ``values`` (out of place, the rest keeps its gradient)."""
-    out = phi.clone()
-    out[:, mask] = values
-    return out
 
 
 def check_decimatable(action) -> None:

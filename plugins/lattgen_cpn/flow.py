@@ -49,7 +49,7 @@ from normflows.utils.splines import rational_quadratic_spline
 from lattgen import Composition, ConfigError, Lattice, LatticeError
 
 from .features import invariant_features, neighbour_offsets
-from .geometry import abs2, at_offset
+from .geometry import abs2, at_offset, with_sites
 from .projective import n_coefficients, projective_map, rank_one_factors
 
 
@@ -237,8 +237,7 @@ class EigenbasisCoupling(LatticeBijection):
         z_new = z_new / torch.linalg.vector_norm(z_new, dim=-1, keepdim=True)
         if self.projective and not inverse:
             z_new, log_det_g = projective_map(z_new, factors, inverse=False)
-        out = z.clone()
-        out[:, self.mask] = z_new.to(z.dtype)
+        out = with_sites(z, self.mask, z_new.to(z.dtype))
         log_det_g = log_det_g.sum(-1) if self.projective else 0.0
         return out, log_det.sum(dim=(1, 2)).to(torch.float64) + log_det_g
 

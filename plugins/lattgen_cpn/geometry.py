@@ -19,6 +19,14 @@ def at_offset(z: torch.Tensor, offset) -> torch.Tensor:
     return torch.roll(z, shifts=[-c for c in offset], dims=list(range(1, len(offset) + 1)))
 
 
+def with_sites(z: torch.Tensor, mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """z (batch, *lattice, N) with its ``mask`` sites replaced by ``values`` (batch, S, N), out of
+    place: the other sites keep their gradient."""
+    out = z.clone()
+    out[:, mask] = values
+    return out
+
+
 def overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a_x^dagger b_x per site, shape (batch, *lattice)."""
     return (a.conj() * b).sum(-1)
